@@ -1,0 +1,5 @@
+import sys
+
+from cairn.node.cli import main
+
+sys.exit(main())

@@ -1,0 +1,81 @@
+"""The one error tree of Cairn. Every error carries the data that names what failed.
+
+RPC maps these to JSON-RPC codes in one place (`cairn.rpc.errors`); nothing else does.
+"""
+
+from __future__ import annotations
+
+
+class CairnError(Exception):
+    """Base of every error Cairn raises on purpose."""
+
+
+class ConfigError(CairnError):
+    """A flag, environment variable, TOML or genesis value is unusable."""
+
+
+class GenesisError(ConfigError):
+    """genesis.json is malformed or inconsistent."""
+
+
+class DatadirError(CairnError):
+    """The data directory cannot be used as it is (foreign, newer schema, locked)."""
+
+
+class GenesisMismatch(DatadirError):
+    def __init__(self, datadir: str, stored: bytes, configured: bytes) -> None:
+        self.datadir = datadir
+        self.stored = stored
+        self.configured = configured
+        super().__init__(
+            f"datadir {datadir} holds a chain with genesis 0x{stored.hex()}, but the configured "
+            f"genesis has hash 0x{configured.hex()}. Nothing was changed. Use the genesis.json "
+            f"this datadir was created with, pick another --datadir, or wipe it on purpose with "
+            f"`cairn db reset --datadir {datadir}`."
+        )
+
+
+class InvalidTransaction(CairnError):
+    """A transaction cannot be admitted; `reason` uses geth's wording where geth has one."""
+
+    def __init__(self, reason: str, tx_hash: bytes | None = None) -> None:
+        self.reason = reason
+        self.tx_hash = tx_hash
+        super().__init__(reason)
+
+
+class TransactionReverted(CairnError):
+    """An eth_call or estimate ran into REVERT; `data` is the revert payload."""
+
+    def __init__(self, data: bytes, message: str = "execution reverted") -> None:
+        self.data = data
+        self.message = message
+        super().__init__(message)
+
+
+class ExecutionFailed(CairnError):
+    """An eth_call or estimate failed for a reason other than REVERT (out of gas, bad opcode)."""
+
+
+class InvalidBlock(CairnError):
+    def __init__(self, number: int, block_hash: bytes, reason: str) -> None:
+        self.number = number
+        self.block_hash = block_hash
+        self.reason = reason
+        super().__init__(f"invalid block #{number} 0x{block_hash.hex()}: {reason}")
+
+
+class InvalidCommit(CairnError):
+    def __init__(self, number: int, block_hash: bytes, reason: str) -> None:
+        self.number = number
+        self.block_hash = block_hash
+        self.reason = reason
+        super().__init__(f"invalid commit for block #{number} 0x{block_hash.hex()}: {reason}")
+
+
+class NotFound(CairnError):
+    """A block, transaction or state the caller named does not exist here."""
+
+
+class KeystoreError(CairnError):
+    """A keystore file or its password cannot be used."""

@@ -1,0 +1,245 @@
+"""Build a block from transactions, or import one made elsewhere, with py-evm.
+
+Both run the same steps py-evm's `VM.import_block` runs (pre-processing, transactions,
+post-processing, finalisation); building skips transactions that turn out invalid, importing
+rejects the block instead and then checks every root against the header it was given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from eth.abc import (
+    BlockAPI,
+    BlockHeaderAPI,
+    ComputationAPI,
+    ReceiptAPI,
+    SignedTransactionAPI,
+)
+from eth.chains.base import ChainContext
+from eth.consensus.context import ConsensusContext
+from eth.vm.base import VM
+from eth.vm.interrupt import EVMMissingData
+from eth_typing import Address
+from eth_utils import ValidationError
+
+from cairn.errors import InvalidBlock
+from cairn.execution.evmdb import StateOverlay
+from cairn.execution.forks import encode_header
+from cairn.execution.reader import ChainReader
+from cairn.storage.store import BlockRecord
+
+ZERO_HASH = b"\x00" * 32
+# Header fields a producer chooses; everything else follows from parent and execution.
+_CHOSEN_FIELDS = (
+    "timestamp",
+    "coinbase",
+    "gas_limit",
+    "extra_data",
+    "mix_hash",
+    "parent_beacon_block_root",
+)
+_CHECKED_FIELDS = (
+    "state_root",
+    "receipt_root",
+    "transaction_root",
+    "gas_used",
+    "bloom",
+    "base_fee_per_gas",
+    "blob_gas_used",
+    "excess_blob_gas",
+    "requests_hash",
+    "withdrawals_root",
+    "uncles_hash",
+    "difficulty",
+    "nonce",
+)
+
+
+@dataclass(frozen=True)
+class BlockEnv:
+    """What a producer decides about the next block; the rest is derived."""
+
+    parent: BlockHeaderAPI
+    timestamp: int
+    coinbase: Address
+    gas_limit: int
+    extra_data: bytes = b""
+    prev_randao: bytes = ZERO_HASH
+    parent_beacon_root: bytes = ZERO_HASH
+
+
+@dataclass(frozen=True)
+class Rejected:
+    tx: SignedTransactionAPI
+    reason: str
+
+
+@dataclass(frozen=True)
+class BlockResult:
+    """An executed block and everything the commit needs; nothing is on disk yet."""
+
+    block: BlockAPI
+    receipts: tuple[ReceiptAPI, ...]
+    senders: tuple[Address, ...]
+    computations: tuple[ComputationAPI, ...]
+    state_writes: Mapping[bytes, bytes]
+    rejected: tuple[Rejected, ...] = ()
+    deferred: tuple[SignedTransactionAPI, ...] = field(default=())
+
+    @property
+    def header(self) -> BlockHeaderAPI:
+        return self.block.header
+
+    def to_record(self, commit: bytes) -> BlockRecord:
+        txs = self.block.transactions
+        return BlockRecord(
+            number=self.header.block_number,
+            block_hash=self.header.hash,
+            header=encode_header(self.header),
+            transactions=tuple(tx.encode() for tx in txs),
+            tx_hashes=tuple(tx.hash for tx in txs),
+            senders=tuple(bytes(s) for s in self.senders),
+            receipts=tuple(r.encode() for r in self.receipts),
+            commit=commit,
+            state_writes=self.state_writes,
+        )
+
+
+class BlockExecutor:
+    """Runs blocks on top of the committed chain that `reader` sees."""
+
+    def __init__(self, reader: ChainReader) -> None:
+        self.reader = reader
+        self.vm_class: type[VM] = reader.fork.vm_class
+        self._chain_context = ChainContext(reader.chain_id)
+
+    def build(self, env: BlockEnv, candidates: Iterable[SignedTransactionAPI]) -> BlockResult:
+        """Execute as many candidates as fit; invalid ones are reported, not fatal."""
+        template = self.vm_class.create_header_from_parent(
+            env.parent,
+            timestamp=env.timestamp,
+            coinbase=env.coinbase,
+            gas_limit=env.gas_limit,
+            extra_data=env.extra_data,
+            mix_hash=env.prev_randao,
+            parent_beacon_block_root=env.parent_beacon_root,
+        )
+        try:
+            return self._execute(template, candidates, strict=False)
+        except ValidationError as exc:
+            raise InvalidBlock(template.block_number, ZERO_HASH, str(exc)) from exc
+
+    def import_block(self, block: BlockAPI) -> BlockResult:
+        """Re-execute a block made elsewhere; raise `InvalidBlock` unless every root matches."""
+        claimed = block.header
+        parent = self.reader.header_by_hash(claimed.parent_hash)
+        if parent is None:
+            raise InvalidBlock(
+                claimed.block_number, claimed.hash, "unknown parent 0x" + claimed.parent_hash.hex()
+            )
+        if claimed.block_number != parent.block_number + 1:
+            raise InvalidBlock(
+                claimed.block_number,
+                claimed.hash,
+                f"number {claimed.block_number} does not follow parent #{parent.block_number}",
+            )
+        fields = {name: getattr(claimed, name) for name in _CHOSEN_FIELDS if hasattr(claimed, name)}
+        try:
+            template = self.vm_class.create_header_from_parent(parent, **fields)
+            result = self._execute(template, block.transactions, strict=True)
+        except ValidationError as exc:
+            raise InvalidBlock(claimed.block_number, claimed.hash, str(exc)) from exc
+        computed = result.header
+        if computed.hash != claimed.hash:
+            for name in _CHECKED_FIELDS:
+                mine, theirs = getattr(computed, name, None), getattr(claimed, name, None)
+                if mine != theirs:
+                    raise InvalidBlock(
+                        claimed.block_number,
+                        claimed.hash,
+                        f"{name} mismatch: block says {_show(theirs)}, "
+                        f"re-execution gives {_show(mine)}",
+                    )
+            raise InvalidBlock(
+                claimed.block_number,
+                claimed.hash,
+                f"header hash mismatch: re-execution gives 0x{computed.hash.hex()}",
+            )
+        return result
+
+    def _execute(
+        self,
+        template: BlockHeaderAPI,
+        candidates: Iterable[SignedTransactionAPI],
+        *,
+        strict: bool,
+    ) -> BlockResult:
+        overlay = StateOverlay(self.reader.store.state_db())
+        chaindb = self.reader.evm_chaindb(overlay)
+        vm = self.vm_class(
+            header=template,
+            chaindb=chaindb,
+            chain_context=self._chain_context,
+            consensus_context=ConsensusContext(overlay.db),
+        )
+        vm.block_preprocessing(vm.get_block())
+
+        header = vm.get_header()
+        applied: list[SignedTransactionAPI] = []
+        receipts: list[ReceiptAPI] = []
+        computations: list[ComputationAPI] = []
+        senders: list[Address] = []
+        rejected: list[Rejected] = []
+        deferred: list[SignedTransactionAPI] = []
+        held_back: set[Address] = set()
+
+        for tx in candidates:
+            sender = tx.sender
+            if not strict:
+                if sender in held_back:
+                    deferred.append(tx)
+                    continue
+                if tx.gas > header.gas_limit - header.gas_used:
+                    held_back.add(sender)
+                    deferred.append(tx)
+                    continue
+            snapshot = vm.state.snapshot()
+            try:
+                receipt, computation = vm.apply_transaction(header, tx)
+            except (ValidationError, EVMMissingData) as exc:
+                vm.state.revert(snapshot)
+                if strict:
+                    raise ValidationError(
+                        f"transaction 0x{tx.hash.hex()} (index {len(applied)}): {exc}"
+                    ) from exc
+                held_back.add(sender)
+                rejected.append(Rejected(tx, str(exc)))
+                continue
+            header = vm.add_receipt_to_header(header, receipt)
+            header = vm.increment_blob_gas_used(header, tx)
+            applied.append(tx)
+            receipts.append(receipt)
+            computations.append(computation)
+            senders.append(sender)
+
+        filled = vm.set_block_transactions_and_withdrawals(
+            vm.get_block(), header, applied, receipts, withdrawals=()
+        )
+        mined = vm.mine_block(vm.block_postprocessing(filled)).block
+        return BlockResult(
+            block=mined,
+            receipts=tuple(receipts),
+            senders=tuple(senders),
+            computations=tuple(computations),
+            state_writes=overlay.pending(),
+            rejected=tuple(rejected),
+            deferred=tuple(deferred),
+        )
+
+
+def _show(value: object) -> str:
+    if isinstance(value, bytes):
+        return "0x" + value.hex()
+    return repr(value)

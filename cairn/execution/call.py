@@ -1,0 +1,179 @@
+"""eth_call, eth_estimateGas and access-list creation: run a message on a block's state
+without a signature and without keeping any change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import cast
+
+from eth.abc import BlockHeaderAPI, ComputationAPI, StateAPI, UnsignedTransactionAPI
+from eth.chains.base import ChainContext
+from eth.consensus.context import ConsensusContext
+from eth.exceptions import Revert
+from eth.vm.base import VM
+from eth.vm.forks.berlin.transactions import BerlinTransactionBuilder
+from eth.vm.spoof import SpoofTransaction
+from eth_typing import Address
+from eth_utils import ValidationError
+
+from cairn.errors import ExecutionFailed, TransactionReverted
+from cairn.execution.evmdb import StateOverlay
+from cairn.execution.reader import ChainReader
+
+ZERO_ADDRESS = Address(b"\x00" * 20)
+TRANSFER_GAS = 21_000
+
+
+@dataclass(frozen=True)
+class CallParams:
+    sender: Address = ZERO_ADDRESS
+    to: Address | None = None
+    gas: int | None = None
+    gas_price: int | None = None
+    value: int = 0
+    data: bytes = b""
+    access_list: tuple[tuple[Address, tuple[int, ...]], ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class CallOutcome:
+    output: bytes
+    gas_used: int
+    computation: ComputationAPI
+
+
+class CallRunner:
+    def __init__(self, reader: ChainReader, gas_cap: int) -> None:
+        self.reader = reader
+        self.gas_cap = gas_cap
+        self._chain_context = ChainContext(reader.chain_id)
+
+    def _run(self, header: BlockHeaderAPI, params: CallParams, gas: int) -> CallOutcome:
+        overlay = StateOverlay(self.reader.store.state_db())
+        vm_class = self.reader.fork.vm_class
+        vm = vm_class(
+            header=header,
+            chaindb=self.reader.evm_chaindb(overlay),
+            chain_context=self._chain_context,
+            consensus_context=ConsensusContext(overlay.db),
+        )
+        with vm.in_costless_state() as state:
+            return self._apply(vm_class, state, params, gas)
+
+    def _apply(
+        self, vm_class: type[VM], state: StateAPI, params: CallParams, gas: int
+    ) -> CallOutcome:
+        nonce = state.get_nonce(params.sender)
+        builder = cast(type[BerlinTransactionBuilder], vm_class.get_transaction_builder())
+        to = params.to if params.to is not None else Address(b"")
+        unsigned: UnsignedTransactionAPI
+        if params.access_list:
+            unsigned = builder.new_unsigned_access_list_transaction(
+                chain_id=self.reader.chain_id,
+                nonce=nonce,
+                gas_price=0,
+                gas=gas,
+                to=to,
+                value=params.value,
+                data=params.data,
+                access_list=params.access_list,
+            )
+        else:
+            unsigned = builder.create_unsigned_transaction(
+                nonce=nonce, gas_price=0, gas=gas, to=to, value=params.value, data=params.data
+            )
+        spoofed = SpoofTransaction(unsigned, from_=params.sender)
+        try:
+            computation = state.apply_transaction(spoofed)  # type: ignore[arg-type]
+        except ValidationError as exc:
+            message = str(exc)
+            if "insufficient" in message.lower() or "balance" in message.lower():
+                raise ExecutionFailed(f"insufficient funds for transfer: {message}") from exc
+            raise ExecutionFailed(message) from exc
+        return CallOutcome(computation.output, gas - computation.get_gas_remaining(), computation)
+
+    def call(self, header: BlockHeaderAPI, params: CallParams) -> CallOutcome:
+        """Run `params` on the state after `header`; raise on revert or failure."""
+        gas = min(params.gas, self.gas_cap) if params.gas is not None else self.gas_cap
+        outcome = self._run(header, params, gas)
+        raise_for(outcome.computation)
+        return outcome
+
+    def estimate_gas(self, header: BlockHeaderAPI, params: CallParams) -> int:
+        """The lowest gas limit with which `params` succeeds (binary search, as geth)."""
+        hi = min(params.gas, self.gas_cap) if params.gas is not None else self.gas_cap
+        if params.to is not None and not params.data and not params.access_list:
+            state = self.reader.state_at(header)
+            if not state.get_code(params.to):
+                if hi < TRANSFER_GAS:
+                    raise ExecutionFailed(f"gas required exceeds allowance ({hi})")
+                self.call(header, CallParams(**{**params.__dict__, "gas": TRANSFER_GAS}))
+                return TRANSFER_GAS
+        first = self._run(header, params, hi)
+        if first.computation.is_error:
+            if isinstance(first.computation.error, Revert):
+                raise_for(first.computation)
+            raise ExecutionFailed(f"gas required exceeds allowance ({hi})")
+        lo = max(first.gas_used - 1, TRANSFER_GAS - 1)
+        # Most calls succeed at used * 64/63 (the EIP-150 reserve); try that first.
+        optimistic = min(hi, (first.gas_used + 2300) * 64 // 63)
+        if optimistic < hi and self._succeeds(header, params, optimistic):
+            hi = optimistic
+        while lo + 1 < hi:
+            mid = (lo + hi) // 2
+            if self._succeeds(header, params, mid):
+                hi = mid
+            else:
+                lo = mid
+        return hi
+
+    def _succeeds(self, header: BlockHeaderAPI, params: CallParams, gas: int) -> bool:
+        try:
+            return not self._run(header, params, gas).computation.is_error
+        except ExecutionFailed:
+            return False
+
+
+def raise_for(computation: ComputationAPI) -> None:
+    if not computation.is_error:
+        return
+    error = computation.error
+    if isinstance(error, Revert):
+        raise TransactionReverted(computation.output, revert_message(computation.output))
+    raise ExecutionFailed(describe_vm_error(error))
+
+
+def describe_vm_error(error: Exception) -> str:
+    name = type(error).__name__
+    text = str(error)
+    known = {
+        "OutOfGas": "out of gas",
+        "InsufficientStack": "stack underflow",
+        "FullStack": "stack limit reached 1024",
+        "InvalidJumpDestination": "invalid jump destination",
+        "InvalidInstruction": "invalid opcode",
+        "StackDepthLimit": "max call depth exceeded",
+        "WriteProtection": "write protection",
+        "ContractCreationCollision": "contract address collision",
+        "OutOfBoundsRead": "return data out of bounds",
+        "InsufficientFunds": "insufficient balance for transfer",
+        "ReservedBytesInCode": "invalid code: must not begin with 0xef",
+    }
+    base = known.get(name, name)
+    return f"{base}: {text}" if text and base != text else base
+
+
+def revert_message(output: bytes) -> str:
+    """geth's wording: 'execution reverted' plus the Error(string) reason when there is one."""
+    if len(output) >= 68 and output[:4] == bytes.fromhex("08c379a0"):
+        try:
+            length = int.from_bytes(output[36:68], "big")
+            reason = output[68 : 68 + length].decode("utf-8")
+            return f"execution reverted: {reason}"
+        except (UnicodeDecodeError, ValueError):
+            pass
+    if len(output) == 36 and output[:4] == bytes.fromhex("4e487b71"):
+        code = int.from_bytes(output[4:], "big")
+        return f"execution reverted: panic code 0x{code:x}"
+    return "execution reverted"

@@ -1,0 +1,98 @@
+"""`Chain`: the committed chain as one object — reads, execution, and the commit path.
+
+`commit` is the only way a block reaches storage; it runs on the writer thread, and the
+event it returns is published on the event loop by whoever called it.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+from eth.abc import BlockHeaderAPI, StateAPI
+from eth.vm.forks.london.headers import calculate_expected_base_fee_per_gas
+from eth_typing import Address
+
+from cairn.errors import InvalidBlock
+from cairn.execution.builder import BlockExecutor, BlockResult
+from cairn.execution.forks import Fork
+from cairn.execution.genesis import genesis_block
+from cairn.execution.reader import ChainReader
+from cairn.genesis.model import Genesis
+from cairn.storage.store import ChainStore
+
+
+@dataclass(frozen=True)
+class BlockCommitted:
+    """Published after a block is durable. `result` carries computations for tracing."""
+
+    result: BlockResult
+    commit: bytes
+
+    @property
+    def number(self) -> int:
+        return self.result.header.block_number
+
+    @property
+    def block_hash(self) -> bytes:
+        return self.result.header.hash
+
+
+class HeadView:
+    """The head block's state, as the txpool and RPC's "latest" read it."""
+
+    def __init__(self, header: BlockHeaderAPI, state: StateAPI) -> None:
+        self.header = header
+        self.state = state
+        self.number = header.block_number
+        self.gas_limit = header.gas_limit
+        self.next_base_fee = calculate_expected_base_fee_per_gas(header)
+
+    def nonce(self, address: Address) -> int:
+        return self.state.get_nonce(address)
+
+    def balance(self, address: Address) -> int:
+        return self.state.get_balance(address)
+
+
+class Chain:
+    def __init__(self, store: ChainStore, genesis: Genesis, fork: Fork) -> None:
+        self.store = store
+        self.genesis = genesis
+        self.fork = fork
+        self.chain_id = genesis.chain_id
+        genesis_result = genesis_block(genesis, fork)
+        self.genesis_hash = genesis_result.header.hash
+        store.validate_genesis(self.genesis_hash)
+        if not store.is_initialized:
+            store.initialize(genesis_result.to_record(b""), genesis.chain_id)
+        self.reader = ChainReader(store, fork, genesis.chain_id)
+        self.executor = BlockExecutor(self.reader)
+        self._commit_lock = threading.Lock()
+        self._head_view: HeadView | None = None
+
+    @property
+    def head(self) -> BlockHeaderAPI:
+        return self.reader.head_header()
+
+    def head_view(self) -> HeadView:
+        header = self.reader.head_header()
+        view = self._head_view
+        if view is None or view.header.hash != header.hash:
+            view = HeadView(header, self.reader.state_at(header))
+            self._head_view = view
+        return view
+
+    def commit(self, result: BlockResult, commit: bytes) -> BlockCommitted:
+        """Write `result` and its commit in one synced batch; refuse anything but head + 1."""
+        header = result.header
+        with self._commit_lock:
+            head = self.store.head
+            if header.parent_hash != head.block_hash or header.block_number != head.number + 1:
+                raise InvalidBlock(
+                    header.block_number,
+                    header.hash,
+                    f"does not extend the head #{head.number} 0x{head.block_hash.hex()}",
+                )
+            self.store.commit_block(result.to_record(commit))
+        return BlockCommitted(result, commit)

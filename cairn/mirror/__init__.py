@@ -1,0 +1,1 @@
+"""Postgres mirror (issue #5): not built yet."""

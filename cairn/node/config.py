@@ -1,0 +1,142 @@
+"""Configuration: flags > environment (CAIRN_*) > TOML file > defaults.
+
+Option names follow geth (`--datadir`, `--http.addr`, `--http.port`, `--ws.port`, ...). The
+TOML file takes the same names, either dotted at top level or as tables (`[http] port = 8545`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cairn.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str
+    kind: type
+    default: Any
+    help: str
+    dev_only: bool = False
+    metavar: str | None = None
+
+    @property
+    def dest(self) -> str:
+        return self.name.replace(".", "_").replace("-", "_")
+
+    @property
+    def env(self) -> str:
+        return "CAIRN_" + self.dest.upper()
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("datadir", str, None, "data directory (chaindata, keystore, journal)", metavar="DIR"),
+    Option("genesis", str, None, "genesis.json (default: the copy in the datadir)", metavar="FILE"),
+    Option("http.addr", str, "127.0.0.1", "HTTP-RPC listening interface"),
+    Option("http.port", int, 8545, "HTTP-RPC port (WebSocket is accepted here too)"),
+    Option("ws.port", int, 8546, "WebSocket-RPC port (0 disables the separate port)"),
+    Option("http.corsdomain", str, "*", "comma-separated origins allowed by CORS ('*' for any)"),
+    Option("rpc.gascap", int, 50_000_000, "gas cap for eth_call and eth_estimateGas"),
+    Option("rpc.logs-range", int, 10_000, "largest block range one eth_getLogs may scan"),
+    Option("rpc.batch-limit", int, 1_000, "most requests in one JSON-RPC batch"),
+    Option("rpc.max-body", int, 16 * 1024 * 1024, "largest request body in bytes"),
+    Option("rpc.ratelimit", float, 0.0, "requests per second per client IP (0 = off)"),
+    Option("producer.keystore", str, None, "keystore v3 file of the producer key", metavar="FILE"),
+    Option("producer.password", str, None, "file holding the keystore password", metavar="FILE"),
+    Option("log.level", str, "info", "debug, info, warning or error"),
+    Option("log.format", str, "text", "text or json"),
+    Option(
+        "block-time",
+        float,
+        None,
+        "seconds between blocks; 0 mines on every transaction",
+        dev_only=True,
+    ),
+    Option("gas-limit", int, 30_000_000, "block gas limit of a new dev chain", dev_only=True),
+    Option("chain-id", int, 31337, "chain id of a new dev chain", dev_only=True),
+    Option("accounts", int, 10, "funded dev accounts of a new dev chain", dev_only=True),
+    Option(
+        "base-fee", int, 1_000_000_000, "initial base fee (wei) of a new dev chain", dev_only=True
+    ),
+)
+_BY_DEST = {o.dest: o for o in OPTIONS}
+
+
+def add_options(parser: argparse.ArgumentParser, *, dev: bool) -> None:
+    parser.add_argument("--config", metavar="FILE", default=None, help="TOML config file")
+    for option in OPTIONS:
+        if option.dev_only and not dev:
+            continue
+        parser.add_argument(
+            f"--{option.name}",
+            dest=option.dest,
+            type=option.kind,
+            default=None,
+            metavar=option.metavar,
+            help=f"{option.help} (env {option.env}"
+            + (f", default {option.default})" if option.default is not None else ")"),
+        )
+
+
+def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten(value, name + "."))
+        else:
+            flat[name.replace(".", "_").replace("-", "_")] = value
+    return flat
+
+
+def load_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    flat = _flatten(data)
+    unknown = sorted(set(flat) - set(_BY_DEST))
+    if unknown:
+        raise ConfigError(f"config file {path}: unknown keys {', '.join(unknown)}")
+    return flat
+
+
+def _coerce(option: Option, value: Any, source: str) -> Any:
+    if value is None:
+        return None
+    try:
+        if option.kind is bool:
+            return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
+        return option.kind(value)
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"{source}: {option.name} expects {option.kind.__name__}, got {value!r}"
+        ) from None
+
+
+def resolve(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Merge flags, environment and TOML into one dict keyed by option dest."""
+    environ = os.environ if environ is None else environ
+    config_path = getattr(args, "config", None) or environ.get("CAIRN_CONFIG")
+    from_toml = load_toml(Path(config_path)) if config_path else {}
+    merged: dict[str, Any] = {}
+    for option in OPTIONS:
+        flag = getattr(args, option.dest, None)
+        if flag is not None:
+            merged[option.dest] = flag
+        elif option.env in environ:
+            merged[option.dest] = _coerce(option, environ[option.env], f"env {option.env}")
+        elif option.dest in from_toml:
+            merged[option.dest] = _coerce(option, from_toml[option.dest], f"{config_path}")
+        else:
+            merged[option.dest] = option.default
+    return merged

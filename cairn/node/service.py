@@ -1,0 +1,212 @@
+"""`Node`: opens the datadir, wires chain, pool, producer and RPC, and shuts down cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from eth_keys.datatypes import PrivateKey
+from eth_typing import Address
+
+import cairn
+from cairn.consensus.sequencer import ProducerConfig, Sequencer
+from cairn.execution.call import CallRunner
+from cairn.execution.chain import Chain
+from cairn.execution.events import ChainEvents
+from cairn.execution.forks import fork_named
+from cairn.genesis.model import Genesis
+from cairn.rpc.backend import Backend, RpcConfig
+from cairn.rpc.dispatch import Dispatcher, collect
+from cairn.rpc.eth import EthNamespace
+from cairn.rpc.server import RpcServer
+from cairn.storage.store import ChainStore
+from cairn.txpool.pool import TxPool
+
+log = logging.getLogger("cairn.node")
+
+CLIENT_VERSION = f"cairn/v{cairn.__version__}/python"
+
+
+@dataclass(frozen=True)
+class NodeSettings:
+    datadir: Path
+    genesis: Genesis
+    http_addr: str = "127.0.0.1"
+    http_port: int = 8545
+    ws_port: int | None = 8546
+    rpc: RpcConfig = field(default_factory=RpcConfig)
+    producer_key: PrivateKey | None = None
+    block_time: float | None = None
+    dev: bool = False
+    dev_keys: dict[Address, bytes] = field(default_factory=dict)
+
+
+class Node:
+    def __init__(self, settings: NodeSettings) -> None:
+        self.settings = settings
+        self.started_at = time.time()
+        genesis = settings.genesis
+        self.fork = fork_named(genesis.consensus.fork)
+        self.store = ChainStore(settings.datadir / "chaindata")
+        try:
+            self.chain = Chain(self.store, genesis, self.fork)
+        except BaseException:
+            self.store.close()
+            raise
+        self.events = ChainEvents()
+        self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cairn-writer")
+        self.reads = ThreadPoolExecutor(max_workers=4, thread_name_prefix="cairn-reads")
+        self.pool = TxPool(self.fork, genesis.chain_id, self.chain.head_view, self.store)
+        self.producer: Sequencer | None = None
+        self.rpc: RpcServer | None = None
+        self._stop = asyncio.Event()
+        self._stopped = False
+
+    @property
+    def mode(self) -> str:
+        if self.producer is not None:
+            return "sequencer"
+        return "fullnode"
+
+    def _check_producer(self) -> PrivateKey | None:
+        key = self.settings.producer_key
+        if key is None:
+            return None
+        address = key.public_key.to_canonical_address()
+        producers = self.settings.genesis.consensus.producers
+        if address not in producers:
+            raise SystemExit(
+                f"error: producer key 0x{address.hex()} is not a producer in genesis "
+                f"({', '.join('0x' + p.hex() for p in producers)})"
+            )
+        return key
+
+    async def start(self) -> None:
+        genesis = self.settings.genesis
+        kept, dropped = self.pool.restore()
+        if kept or dropped:
+            log.info("txpool journal: %d transactions re-admitted, %d dropped", kept, dropped)
+        key = self._check_producer()
+        if key is not None and genesis.consensus.mode == "sequencer":
+            block_time = (
+                self.settings.block_time
+                if self.settings.block_time is not None
+                else genesis.consensus.block_time
+            )
+            self.producer = Sequencer(
+                self.chain,
+                self.pool,
+                self.events,
+                self.writer,
+                ProducerConfig(
+                    key=key,
+                    coinbase=genesis.coinbase,
+                    gas_limit=self.chain.head.gas_limit,
+                    block_time=block_time,
+                    empty_blocks=genesis.consensus.empty_blocks,
+                ),
+            )
+            self.producer.start()
+        backend = Backend(
+            chain=self.chain,
+            pool=self.pool,
+            events=self.events,
+            calls=CallRunner(self.chain.reader, self.settings.rpc.gas_cap),
+            reads=self.reads,
+            config=self.settings.rpc,
+            client_version=CLIENT_VERSION,
+            dev_mode=self.settings.dev,
+            producer=self.producer,
+            dev_keys=self.settings.dev_keys,
+        )
+        methods = collect(EthNamespace(backend))
+        self.rpc = RpcServer(
+            Dispatcher(methods, self.settings.rpc.batch_limit),
+            self.settings.rpc,
+            self.settings.http_addr,
+            self.settings.http_port,
+            self.settings.ws_port,
+            extra_routes=[
+                ("GET", "/health", self._health),
+                ("GET", "/healthz", self._healthz),
+                ("GET", "/status", self._status),
+            ],
+        )
+        await self.rpc.start()
+        head = self.chain.head
+        log.info(
+            "cairn %s ready: chain %d, head #%d 0x%s, mode %s, RPC http://%s:%d",
+            cairn.__version__,
+            genesis.chain_id,
+            head.block_number,
+            head.hash.hex()[:16],
+            self.mode,
+            self.settings.http_addr,
+            self.rpc.bound_ports[0],
+        )
+
+    async def stop(self) -> None:
+        """Stop intake, finish the block in flight, close the database."""
+        if self._stopped:
+            return
+        self._stopped = True
+        log.info("shutting down: stopping RPC intake")
+        if self.rpc is not None:
+            await self.rpc.stop()
+        if self.producer is not None:
+            await self.producer.stop()
+        self.writer.shutdown(wait=True)
+        self.reads.shutdown(wait=True)
+        self.store.close()
+        log.info("stopped cleanly at head #%d", self.store.head.number)
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
+        await self.start()
+        try:
+            await self._stop.wait()
+        finally:
+            await self.stop()
+
+    # ------------------------------------------------------------ health
+    def _status_json(self) -> dict[str, Any]:
+        head = self.chain.head
+        pending, queued = self.pool.counts()
+        return {
+            "ok": True,
+            "healthy": True,
+            "mode": self.mode,
+            "chainId": self.chain.chain_id,
+            "genesisHash": "0x" + self.chain.genesis_hash.hex(),
+            "blockNumber": head.block_number,
+            "blockHash": "0x" + head.hash.hex(),
+            "blockTimestamp": head.timestamp,
+            "txpool": {"pending": pending, "queued": queued},
+            "uptimeSeconds": round(time.time() - self.started_at, 1),
+            "version": CLIENT_VERSION,
+        }
+
+    async def _health(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        status = self._status_json()
+        return web.json_response(
+            {k: status[k] for k in ("ok", "mode", "chainId", "blockNumber", "healthy")}
+        )
+
+    async def _status(self, request: web.Request) -> web.Response:
+        return web.Response(text=json.dumps(self._status_json()), content_type="application/json")

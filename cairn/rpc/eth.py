@@ -1,0 +1,474 @@
+"""The web3, net and eth namespaces."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from eth.abc import BlockHeaderAPI, StateAPI
+from eth.vm.forks.london.headers import calculate_expected_base_fee_per_gas
+from eth_account import Account
+from eth_utils import keccak
+
+from cairn.execution.reader import StoredBlock
+from cairn.rpc import params
+from cairn.rpc.backend import Backend
+from cairn.rpc.dispatch import rpc_method
+from cairn.rpc.errors import LIMIT_EXCEEDED, SERVER_ERROR, RpcError, invalid_params
+from cairn.rpc.format import (
+    TxContext,
+    effective_gas_price,
+    format_block,
+    format_receipt,
+    format_transaction,
+    hexb,
+    q,
+)
+from cairn.rpc.logs import parse_filter
+from cairn.txpool.intake import Intake
+
+T = TypeVar("T")
+DEFAULT_PRIORITY_FEE = 1_000_000_000
+
+
+class EthNamespace:
+    def __init__(self, backend: Backend) -> None:
+        self.b = backend
+        self.chain = backend.chain
+        self.reader = backend.chain.reader
+        self.intake = Intake(backend.pool)
+
+    # ------------------------------------------------------------ helpers
+    async def _off_loop(self, fn: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.b.reads, fn)
+
+    def _number_of(self, ref: params.BlockRef) -> int | None:
+        head = self.reader.head_number
+        if ref.block_hash is not None:
+            return self.reader.store.load_number(ref.block_hash)
+        if ref.tag in ("latest", "pending", "safe", "finalized"):
+            return head
+        if ref.tag == "earliest":
+            return 0
+        assert ref.number is not None
+        return ref.number if ref.number <= head else None
+
+    def _header(self, ref: params.BlockRef) -> BlockHeaderAPI:
+        number = self._number_of(ref)
+        header = None if number is None else self.reader.header_by_number(number)
+        if header is None:
+            if ref.block_hash is not None:
+                raise RpcError(SERVER_ERROR, f"header for hash 0x{ref.block_hash.hex()} not found")
+            raise RpcError(SERVER_ERROR, "header not found")
+        return header
+
+    def _state(self, ref: params.BlockRef) -> StateAPI:
+        header = self._header(ref)
+        view = self.chain.head_view()
+        if view.header.hash == header.hash:
+            return view.state
+        return self.reader.state_at(header)
+
+    def _block(self, ref: params.BlockRef) -> StoredBlock | None:
+        number = self._number_of(ref)
+        return None if number is None else self.reader.block_by_number(number)
+
+    # ------------------------------------------------------------ web3 / net
+    @rpc_method("web3_clientVersion")
+    async def client_version(self) -> str:
+        return self.b.client_version
+
+    @rpc_method("web3_sha3")
+    async def sha3(self, data: Any) -> str:
+        return hexb(keccak(params.data(data, 0)))
+
+    @rpc_method("net_version")
+    async def net_version(self) -> str:
+        return str(self.chain.chain_id)
+
+    @rpc_method("net_listening")
+    async def net_listening(self) -> bool:
+        return True
+
+    @rpc_method("net_peerCount")
+    async def net_peer_count(self) -> str:
+        return q(self.b.peer_count())
+
+    # ------------------------------------------------------------ chain info
+    @rpc_method("eth_chainId")
+    async def chain_id(self) -> str:
+        return q(self.chain.chain_id)
+
+    @rpc_method("eth_blockNumber")
+    async def block_number(self) -> str:
+        return q(self.reader.head_number)
+
+    @rpc_method("eth_syncing")
+    async def syncing(self) -> Any:
+        return self.b.syncing()
+
+    @rpc_method("eth_accounts")
+    async def accounts(self) -> list[str]:
+        return [hexb(a) for a in self.b.dev_keys] if self.b.dev_mode else []
+
+    @rpc_method("eth_coinbase")
+    async def coinbase(self) -> str:
+        return hexb(self.chain.head.coinbase)
+
+    @rpc_method("eth_mining")
+    async def mining(self) -> bool:
+        return self.b.producer is not None
+
+    @rpc_method("eth_hashrate")
+    async def hashrate(self) -> str:
+        return "0x0"
+
+    @rpc_method("eth_gasPrice")
+    async def gas_price(self) -> str:
+        return q(self.chain.head_view().next_base_fee + DEFAULT_PRIORITY_FEE)
+
+    @rpc_method("eth_maxPriorityFeePerGas")
+    async def max_priority_fee(self) -> str:
+        return q(DEFAULT_PRIORITY_FEE)
+
+    @rpc_method("eth_blobBaseFee")
+    async def blob_base_fee(self) -> str:
+        return "0x1"
+
+    @rpc_method("eth_feeHistory")
+    async def fee_history(
+        self, block_count: Any, newest: Any, percentiles: Any = None
+    ) -> dict[str, Any]:
+        count = params.quantity(block_count, 0)
+        if count < 1:
+            raise invalid_params("invalid argument 0: block count must be at least 1")
+        count = min(count, 1024)
+        last = self._header(params.block_ref(newest, 1)).block_number
+        wanted: list[float] = []
+        if percentiles is not None:
+            if not isinstance(percentiles, list) or not all(
+                isinstance(p, int | float) and not isinstance(p, bool) for p in percentiles
+            ):
+                raise invalid_params("invalid argument 2: expected an array of numbers")
+            wanted = [float(p) for p in percentiles]
+            if any(p < 0 or p > 100 for p in wanted) or wanted != sorted(wanted):
+                raise invalid_params(
+                    "invalid argument 2: reward percentiles must be ascending and within [0, 100]"
+                )
+        first = max(0, last - count + 1)
+
+        def compute() -> dict[str, Any]:
+            base_fees: list[str] = []
+            ratios: list[float] = []
+            rewards: list[list[str]] = []
+            header = None
+            for n in range(first, last + 1):
+                stored = self.reader.block_by_number(n)
+                assert stored is not None
+                header = stored.header
+                base_fee = getattr(header, "base_fee_per_gas", 0)
+                base_fees.append(q(base_fee))
+                ratios.append(header.gas_used / header.gas_limit if header.gas_limit else 0.0)
+                if percentiles is not None:
+                    rewards.append([q(r) for r in _rewards(stored, base_fee, wanted)])
+            assert header is not None
+            base_fees.append(q(calculate_expected_base_fee_per_gas(header)))
+            result: dict[str, Any] = {
+                "oldestBlock": q(first),
+                "baseFeePerGas": base_fees,
+                "gasUsedRatio": ratios,
+                "baseFeePerBlobGas": ["0x1"] * len(base_fees),
+                "blobGasUsedRatio": [0.0] * len(ratios),
+            }
+            if percentiles is not None:
+                result["reward"] = rewards
+            return result
+
+        return await self._off_loop(compute)
+
+    # ------------------------------------------------------------ state
+    @rpc_method("eth_getBalance")
+    async def get_balance(self, address: Any, block: Any = None) -> str:
+        who = params.address(address, 0)
+        return q(self._state(params.block_ref(block, 1, default="latest")).get_balance(who))
+
+    @rpc_method("eth_getTransactionCount")
+    async def get_transaction_count(self, address: Any, block: Any = None) -> str:
+        who = params.address(address, 0)
+        ref = params.block_ref(block, 1, default="latest")
+        nonce = self._state(ref).get_nonce(who)
+        if ref.tag == "pending":
+            nonce = self.b.pool.pending_nonce(who, nonce)
+        return q(nonce)
+
+    @rpc_method("eth_getCode")
+    async def get_code(self, address: Any, block: Any = None) -> str:
+        who = params.address(address, 0)
+        return hexb(self._state(params.block_ref(block, 1, default="latest")).get_code(who))
+
+    @rpc_method("eth_getStorageAt")
+    async def get_storage_at(self, address: Any, slot: Any, block: Any = None) -> str:
+        who = params.address(address, 0)
+        if isinstance(slot, str) and slot.startswith("0x") and len(slot) == 66:
+            index = int.from_bytes(params.hash32(slot, 1), "big")
+        else:
+            index = params.quantity(slot, 1)
+        value = self._state(params.block_ref(block, 2, default="latest")).get_storage(who, index)
+        return "0x" + value.to_bytes(32, "big").hex()
+
+    @rpc_method("eth_call")
+    async def call(self, tx: Any, block: Any = None, overrides: Any = None) -> str:
+        call = params.call_params(tx, 0)
+        if overrides is not None:
+            raise invalid_params("invalid argument 2: state overrides are not supported")
+        header = self._header(params.block_ref(block, 1, default="latest"))
+        outcome = await self._off_loop(lambda: self.b.calls.call(header, call))
+        return hexb(outcome.output)
+
+    @rpc_method("eth_estimateGas")
+    async def estimate_gas(self, tx: Any, block: Any = None) -> str:
+        call = params.call_params(tx, 0)
+        header = self._header(params.block_ref(block, 1, default="latest"))
+        gas = await self._off_loop(lambda: self.b.calls.estimate_gas(header, call))
+        return q(gas)
+
+    # ------------------------------------------------------------ transactions
+    @rpc_method("eth_sendRawTransaction")
+    async def send_raw_transaction(self, raw: Any) -> str:
+        result = await self.intake.submit(params.data(raw, 0))
+        if result.error is not None:
+            raise result.error
+        assert result.tx_hash is not None
+        return hexb(result.tx_hash)
+
+    @rpc_method("eth_sendTransaction")
+    async def send_transaction(self, tx: Any) -> str:
+        if not self.b.dev_mode:
+            raise RpcError(
+                SERVER_ERROR,
+                "eth_sendTransaction needs an unlocked account: "
+                "sign locally and use eth_sendRawTransaction",
+            )
+        if not isinstance(tx, dict) or "from" not in tx:
+            raise invalid_params('invalid argument 0: transaction object with "from" required')
+        sender = params.address(tx["from"], 0, name="from")
+        key = self.b.dev_keys.get(sender)
+        if key is None:
+            raise RpcError(SERVER_ERROR, f"no unlocked dev account for 0x{sender.hex()}")
+        call = params.call_params(tx, 0)
+        view = self.chain.head_view()
+        nonce = (
+            params.quantity(tx["nonce"], 0, name="nonce")
+            if tx.get("nonce") is not None
+            else self.b.pool.pending_nonce(sender, view.nonce(sender))
+        )
+        gas = call.gas
+        if gas is None:
+            header = view.header
+            gas = await self._off_loop(lambda: self.b.calls.estimate_gas(header, call))
+        fields: dict[str, Any] = {
+            "chainId": self.chain.chain_id,
+            "nonce": nonce,
+            "gas": gas,
+            "value": call.value,
+            "data": call.data,
+        }
+        if call.to is not None:
+            fields["to"] = "0x" + call.to.hex()
+        if tx.get("gasPrice") is not None:
+            fields["gasPrice"] = params.quantity(tx["gasPrice"], 0, name="gasPrice")
+        else:
+            tip = (
+                params.quantity(tx["maxPriorityFeePerGas"], 0)
+                if tx.get("maxPriorityFeePerGas") is not None
+                else DEFAULT_PRIORITY_FEE
+            )
+            fields["maxPriorityFeePerGas"] = tip
+            fields["maxFeePerGas"] = (
+                params.quantity(tx["maxFeePerGas"], 0)
+                if tx.get("maxFeePerGas") is not None
+                else view.next_base_fee * 2 + tip
+            )
+            fields["type"] = 2
+        if call.access_list:
+            fields["accessList"] = [
+                {
+                    "address": "0x" + a.hex(),
+                    "storageKeys": ["0x" + k.to_bytes(32, "big").hex() for k in keys],
+                }
+                for a, keys in call.access_list
+            ]
+        signed = Account.sign_transaction(fields, key)
+        tx_hash: str = await self.send_raw_transaction(hexb(bytes(signed.raw_transaction)))
+        return tx_hash
+
+    @rpc_method("eth_getTransactionByHash")
+    async def get_transaction_by_hash(self, tx_hash: Any) -> dict[str, Any] | None:
+        h = params.hash32(tx_hash, 0)
+        location = self.reader.tx_location(h)
+        if location is not None:
+            number, index = location
+            stored = self.reader.block_by_number(number)
+            if stored is not None:
+                return _tx_in_block(stored, index)
+        pending = self.b.pool.get(h)
+        if pending is not None:
+            return format_transaction(pending.tx, pending.sender)
+        return None
+
+    @rpc_method("eth_getTransactionReceipt")
+    async def get_transaction_receipt(self, tx_hash: Any) -> dict[str, Any] | None:
+        location = self.reader.tx_location(params.hash32(tx_hash, 0))
+        if location is None:
+            return None
+        number, index = location
+        stored = self.reader.block_by_number(number)
+        return None if stored is None else format_receipt(stored, index)
+
+    # ------------------------------------------------------------ blocks
+    @rpc_method("eth_getBlockByNumber")
+    async def get_block_by_number(self, block: Any, full: Any = False) -> dict[str, Any] | None:
+        stored = self._block(params.block_ref(block, 0))
+        return None if stored is None else format_block(stored, params.boolean(full, 1))
+
+    @rpc_method("eth_getBlockByHash")
+    async def get_block_by_hash(self, block_hash: Any, full: Any = False) -> dict[str, Any] | None:
+        stored = self.reader.block_by_hash(params.hash32(block_hash, 0))
+        return None if stored is None else format_block(stored, params.boolean(full, 1))
+
+    @rpc_method("eth_getBlockTransactionCountByNumber")
+    async def tx_count_by_number(self, block: Any) -> str | None:
+        stored = self._block(params.block_ref(block, 0))
+        return None if stored is None else q(len(stored.transactions))
+
+    @rpc_method("eth_getBlockTransactionCountByHash")
+    async def tx_count_by_hash(self, block_hash: Any) -> str | None:
+        stored = self.reader.block_by_hash(params.hash32(block_hash, 0))
+        return None if stored is None else q(len(stored.transactions))
+
+    @rpc_method("eth_getTransactionByBlockNumberAndIndex")
+    async def tx_by_number_and_index(self, block: Any, index: Any) -> dict[str, Any] | None:
+        stored = self._block(params.block_ref(block, 0))
+        i = params.quantity(index, 1)
+        if stored is None or i >= len(stored.transactions):
+            return None
+        return _tx_in_block(stored, i)
+
+    @rpc_method("eth_getTransactionByBlockHashAndIndex")
+    async def tx_by_hash_and_index(self, block_hash: Any, index: Any) -> dict[str, Any] | None:
+        stored = self.reader.block_by_hash(params.hash32(block_hash, 0))
+        i = params.quantity(index, 1)
+        if stored is None or i >= len(stored.transactions):
+            return None
+        return _tx_in_block(stored, i)
+
+    @rpc_method("eth_getBlockReceipts")
+    async def get_block_receipts(self, block: Any) -> list[dict[str, Any]] | None:
+        stored = self._block(params.block_ref(block, 0))
+        if stored is None:
+            return None
+        return [format_receipt(stored, i) for i in range(len(stored.transactions))]
+
+    @rpc_method("eth_getUncleCountByBlockNumber")
+    async def uncle_count_by_number(self, block: Any) -> str | None:
+        return None if self._block(params.block_ref(block, 0)) is None else "0x0"
+
+    @rpc_method("eth_getUncleCountByBlockHash")
+    async def uncle_count_by_hash(self, block_hash: Any) -> str | None:
+        found = self.reader.block_by_hash(params.hash32(block_hash, 0))
+        return None if found is None else "0x0"
+
+    @rpc_method("eth_getUncleByBlockNumberAndIndex")
+    async def uncle_by_number(self, block: Any, index: Any) -> None:
+        params.block_ref(block, 0)
+        params.quantity(index, 1)
+        return None
+
+    @rpc_method("eth_getUncleByBlockHashAndIndex")
+    async def uncle_by_hash(self, block_hash: Any, index: Any) -> None:
+        params.hash32(block_hash, 0)
+        params.quantity(index, 1)
+        return None
+
+    # ------------------------------------------------------------ logs
+    @rpc_method("eth_getLogs")
+    async def get_logs(self, filter_object: Any) -> list[dict[str, Any]]:
+        flt = parse_filter(filter_object, 0)
+        if flt.block_hash is not None:
+            stored = self.reader.block_by_hash(flt.block_hash)
+            if stored is None:
+                raise RpcError(SERVER_ERROR, "unknown block")
+            return list(flt.logs_in(stored))
+        head = self.reader.head_number
+        start = self._number_of(flt.from_block)
+        end = self._number_of(flt.to_block)
+        if start is None:
+            return []
+        end = head if end is None else end
+        if start > end:
+            raise RpcError(SERVER_ERROR, "invalid block range params")
+        limit = self.b.config.logs_block_range
+        if end - start + 1 > limit:
+            raise RpcError(
+                LIMIT_EXCEEDED,
+                f"query exceeds max block range {limit}: blocks {start}..{end} "
+                f"({end - start + 1} blocks); split the query or raise --rpc.logs-range",
+            )
+        max_results = self.b.config.logs_max_results
+
+        def scan() -> list[dict[str, Any]]:
+            found: list[dict[str, Any]] = []
+            for number, raw_header in self.reader.store.iterate_headers(start, end + 1):
+                header = self.reader.fork.decode_header(raw_header)
+                if not flt.could_match(header.bloom):
+                    continue
+                stored = self.reader.block_by_number(number)
+                if stored is None:
+                    continue
+                found.extend(flt.logs_in(stored))
+                if len(found) > max_results:
+                    raise RpcError(
+                        LIMIT_EXCEEDED,
+                        f"query returned more than {max_results} results; narrow the "
+                        "block range or the address/topics",
+                    )
+            return found
+
+        return await self._off_loop(scan)
+
+
+def _tx_in_block(stored: StoredBlock, index: int) -> dict[str, Any]:
+    header = stored.header
+    return format_transaction(
+        stored.transactions[index],
+        stored.senders[index],
+        TxContext(
+            header.hash, header.block_number, index, getattr(header, "base_fee_per_gas", None)
+        ),
+    )
+
+
+def _rewards(stored: StoredBlock, base_fee: int, percentiles: list[float]) -> list[int]:
+    if not stored.transactions:
+        return [0 for _ in percentiles]
+    items: list[tuple[int, int]] = []
+    previous = 0
+    for tx, receipt in zip(stored.transactions, stored.receipts, strict=True):
+        used = receipt.gas_used - previous
+        previous = receipt.gas_used
+        items.append((effective_gas_price(tx, base_fee) - base_fee, used))
+    items.sort()
+    total = sum(used for _, used in items)
+    rewards: list[int] = []
+    for p in percentiles:
+        threshold = total * p / 100
+        cumulative = 0
+        chosen = items[-1][0]
+        for reward, used in items:
+            cumulative += used
+            if cumulative >= threshold:
+                chosen = reward
+                break
+        rewards.append(chosen)
+    return rewards

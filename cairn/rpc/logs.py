@@ -1,0 +1,109 @@
+"""Log filters (eth_getLogs, eth_newFilter, logs subscriptions): parsing and matching."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from eth_bloom import BloomFilter
+
+from cairn.execution.reader import StoredBlock
+from cairn.rpc import params
+from cairn.rpc.errors import invalid_params
+from cairn.rpc.format import format_logs
+
+# topics[i] is None (any), or a tuple of alternatives
+TopicSpec = tuple[tuple[bytes, ...] | None, ...]
+
+
+@dataclass(frozen=True)
+class LogFilter:
+    from_block: params.BlockRef
+    to_block: params.BlockRef
+    block_hash: bytes | None
+    addresses: tuple[bytes, ...]
+    topics: TopicSpec
+
+    def could_match(self, bloom: int) -> bool:
+        """False when the block's bloom proves no log can match."""
+        bf = BloomFilter(bloom)
+        if self.addresses and not any(a in bf for a in self.addresses):
+            return False
+        for alternatives in self.topics:
+            if alternatives is not None and not any(t in bf for t in alternatives):
+                return False
+        return True
+
+    def matches(self, address: bytes, topics: tuple[bytes, ...]) -> bool:
+        if self.addresses and address not in self.addresses:
+            return False
+        if len(self.topics) > len(topics):
+            return False
+        for alternatives, topic in zip(self.topics, topics, strict=False):
+            if alternatives is not None and topic not in alternatives:
+                return False
+        return True
+
+    def logs_in(self, stored: StoredBlock) -> Iterator[dict[str, Any]]:
+        if not self.could_match(stored.header.bloom):
+            return
+        log_index = 0
+        for tx_index, receipt in enumerate(stored.receipts):
+            wanted = [
+                i
+                for i, log in enumerate(receipt.logs)
+                if self.matches(log.address, tuple(_topic_bytes(t) for t in log.topics))
+            ]
+            if wanted:
+                formatted = format_logs(stored, tx_index, log_index)
+                for i in wanted:
+                    yield formatted[i]
+            log_index += len(receipt.logs)
+
+
+def _topic_bytes(topic: int | bytes) -> bytes:
+    if isinstance(topic, int):
+        return topic.to_bytes(32, "big")
+    return bytes(topic).rjust(32, b"\x00")
+
+
+def parse_filter(value: Any, index: int = 0) -> LogFilter:
+    if not isinstance(value, dict):
+        raise invalid_params(f"invalid argument {index}: expected a filter object")
+    block_hash = value.get("blockHash")
+    if block_hash is not None and (
+        value.get("fromBlock") is not None or value.get("toBlock") is not None
+    ):
+        raise invalid_params(
+            f"invalid argument {index}: cannot specify both BlockHash and FromBlock/ToBlock, "
+            "choose one or the other"
+        )
+    raw_addresses = value.get("address")
+    if raw_addresses is None:
+        addresses: tuple[bytes, ...] = ()
+    elif isinstance(raw_addresses, list):
+        addresses = tuple(params.address(a, index) for a in raw_addresses)
+    else:
+        addresses = (params.address(raw_addresses, index),)
+    raw_topics = value.get("topics") or []
+    if not isinstance(raw_topics, list):
+        raise invalid_params(f"invalid argument {index}: topics must be an array")
+    if len(raw_topics) > 4:
+        raise invalid_params(f"invalid argument {index}: too many topics (max 4)")
+    topics: list[tuple[bytes, ...] | None] = []
+    for entry in raw_topics:
+        if entry is None:
+            topics.append(None)
+        elif isinstance(entry, list):
+            options = tuple(params.hash32(t, index) for t in entry if t is not None)
+            topics.append(options if options and None not in entry else None)
+        else:
+            topics.append((params.hash32(entry, index),))
+    return LogFilter(
+        from_block=params.block_ref(value.get("fromBlock"), index, default="latest"),
+        to_block=params.block_ref(value.get("toBlock"), index, default="latest"),
+        block_hash=params.hash32(block_hash, index) if block_hash is not None else None,
+        addresses=addresses,
+        topics=tuple(topics),
+    )

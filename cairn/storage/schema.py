@@ -1,0 +1,93 @@
+"""Every LevelDB key Cairn writes is built here.
+
+Layout (one-byte prefix, then a fixed-width body, so prefixes never collide):
+
+    m<name>                 metadata: schema version, genesis hash, head, chain id
+    H<number:8>             header RLP of the canonical block at number
+    B<number:8>             body: msgpack [tx encodings, senders, withdrawals]
+    R<number:8>             receipts: msgpack [receipt encodings]
+    C<number:8>             the block's commit (producer signatures), consensus-encoded
+    N<hash:32>              block hash -> number
+    T<hash:32>              transaction hash -> msgpack [number, index]
+    S<hash:32>              state trie node or contract code, keyed by its keccak
+    P<hash:32>              txpool journal: a raw transaction accepted and not yet mined
+"""
+
+from __future__ import annotations
+
+SCHEMA_VERSION = 1
+
+_META = b"m"
+_HEADER = b"H"
+_BODY = b"B"
+_RECEIPTS = b"R"
+_COMMIT = b"C"
+_HASH_TO_NUMBER = b"N"
+_TX_LOOKUP = b"T"
+STATE_PREFIX = b"S"
+JOURNAL_PREFIX = b"P"
+
+SCHEMA_VERSION_KEY = _META + b"schema-version"
+GENESIS_HASH_KEY = _META + b"genesis-hash"
+CHAIN_ID_KEY = _META + b"chain-id"
+HEAD_KEY = _META + b"head"
+
+
+def _number(n: int) -> bytes:
+    if n < 0:
+        raise ValueError(f"block number must not be negative: {n}")
+    return n.to_bytes(8, "big")
+
+
+def _hash(h: bytes) -> bytes:
+    if len(h) != 32:
+        raise ValueError(f"expected a 32-byte hash, got {len(h)} bytes")
+    return h
+
+
+def header_key(number: int) -> bytes:
+    return _HEADER + _number(number)
+
+
+def body_key(number: int) -> bytes:
+    return _BODY + _number(number)
+
+
+def receipts_key(number: int) -> bytes:
+    return _RECEIPTS + _number(number)
+
+
+def commit_key(number: int) -> bytes:
+    return _COMMIT + _number(number)
+
+
+def hash_to_number_key(block_hash: bytes) -> bytes:
+    return _HASH_TO_NUMBER + _hash(block_hash)
+
+
+def tx_lookup_key(tx_hash: bytes) -> bytes:
+    return _TX_LOOKUP + _hash(tx_hash)
+
+
+def state_key(node_hash: bytes) -> bytes:
+    return STATE_PREFIX + node_hash
+
+
+def journal_key(tx_hash: bytes) -> bytes:
+    return JOURNAL_PREFIX + _hash(tx_hash)
+
+
+def encode_number(n: int) -> bytes:
+    return _number(n)
+
+
+def decode_number(raw: bytes) -> int:
+    return int.from_bytes(raw, "big")
+
+
+def encode_head(number: int, block_hash: bytes) -> bytes:
+    return _number(number) + _hash(block_hash)
+
+
+def decode_head(raw: bytes) -> tuple[int, bytes]:
+    return int.from_bytes(raw[:8], "big"), raw[8:40]

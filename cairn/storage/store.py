@@ -1,0 +1,254 @@
+"""`ChainStore`: the chain in LevelDB — canonical blocks, receipts, commits, indexes, state.
+
+Public methods that write open exactly one `WriteBatch(sync=True)`; a crash leaves the previous
+head or the new one, never half a block. It stores bytes it is given and never judges them.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import msgpack
+import plyvel
+
+from cairn.errors import DatadirError, GenesisMismatch
+from cairn.storage import schema
+from cairn.storage.leveldb import PrefixedDB, open_leveldb
+
+
+@dataclass(frozen=True)
+class BlockRecord:
+    """One executed block as bytes, ready to be committed."""
+
+    number: int
+    block_hash: bytes
+    header: bytes
+    transactions: tuple[bytes, ...]
+    tx_hashes: tuple[bytes, ...]
+    senders: tuple[bytes, ...]
+    receipts: tuple[bytes, ...]
+    commit: bytes
+    withdrawals: tuple[bytes, ...] = ()
+    state_writes: Mapping[bytes, bytes] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StoredBody:
+    transactions: tuple[bytes, ...]
+    senders: tuple[bytes, ...]
+    withdrawals: tuple[bytes, ...]
+
+
+@dataclass(frozen=True)
+class Head:
+    number: int
+    block_hash: bytes
+
+
+class ChainStore:
+    """The LevelDB under `<datadir>/chaindata`."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db: plyvel.DB = open_leveldb(path)
+        self._write_lock = threading.Lock()
+        self._head: Head | None = self._load_head()
+        self._check_schema()
+
+    # ---------------------------------------------------------------- lifecycle
+    def _check_schema(self) -> None:
+        raw = self._db.get(schema.SCHEMA_VERSION_KEY)
+        if raw is None:
+            if self._head is None and self._is_empty():
+                return
+            raise DatadirError(
+                f"{self.path} is a LevelDB that Cairn did not create (no schema version key). "
+                "Nothing was changed; point --datadir at a Cairn datadir or an empty directory."
+            )
+        version = schema.decode_number(raw)
+        if version != schema.SCHEMA_VERSION:
+            raise DatadirError(
+                f"{self.path} uses storage schema v{version}; this cairn reads "
+                f"v{schema.SCHEMA_VERSION}. Nothing was changed. Use a matching cairn version "
+                "or export/import the chain."
+            )
+
+    def _is_empty(self) -> bool:
+        with self._db.iterator(include_value=False) as it:
+            return next(it, None) is None
+
+    def close(self) -> None:
+        with self._write_lock:
+            if not self._db.closed:
+                self._db.close()
+
+    @property
+    def closed(self) -> bool:
+        return bool(self._db.closed)
+
+    # ---------------------------------------------------------------- genesis
+    @property
+    def is_initialized(self) -> bool:
+        return self._head is not None
+
+    def load_genesis_hash(self) -> bytes | None:
+        value: bytes | None = self._db.get(schema.GENESIS_HASH_KEY)
+        return value
+
+    def validate_genesis(self, genesis_hash: bytes) -> None:
+        """Raise `GenesisMismatch` if this datadir holds a chain with another genesis."""
+        stored = self.load_genesis_hash()
+        if stored is not None and stored != genesis_hash:
+            raise GenesisMismatch(str(self.path.parent), stored, genesis_hash)
+
+    def initialize(self, genesis: BlockRecord, chain_id: int) -> None:
+        """Write the schema version, genesis hash and genesis block in one batch."""
+        if self.is_initialized:
+            self.validate_genesis(genesis.block_hash)
+            return
+        with self._write_lock, self._db.write_batch(transaction=True, sync=True) as batch:
+            batch.put(schema.SCHEMA_VERSION_KEY, schema.encode_number(schema.SCHEMA_VERSION))
+            batch.put(schema.GENESIS_HASH_KEY, genesis.block_hash)
+            batch.put(schema.CHAIN_ID_KEY, schema.encode_number(chain_id))
+            self._put_block(batch, genesis)
+        self._head = Head(genesis.number, genesis.block_hash)
+
+    # ---------------------------------------------------------------- writes
+    def commit_block(self, record: BlockRecord, *, sync: bool = True) -> None:
+        """Store a block, its receipts, commit, state, indexes and the new head atomically.
+
+        Transactions it includes leave the txpool journal in the same batch.
+        """
+        head = self._head
+        if head is None:
+            raise DatadirError("commit_block before the genesis block was written")
+        if record.number != head.number + 1:
+            raise ValueError(
+                f"block #{record.number} does not extend the head #{head.number}; "
+                "the store only appends"
+            )
+        with self._write_lock, self._db.write_batch(transaction=True, sync=sync) as batch:
+            self._put_block(batch, record)
+            for tx_hash in record.tx_hashes:
+                batch.delete(schema.journal_key(tx_hash))
+        self._head = Head(record.number, record.block_hash)
+
+    def _put_block(self, batch: plyvel.WriteBatch, record: BlockRecord) -> None:
+        n = record.number
+        put = batch.put
+        for key, value in record.state_writes.items():
+            put(schema.state_key(key), value)
+        put(schema.header_key(n), record.header)
+        put(
+            schema.body_key(n),
+            msgpack.packb(
+                [list(record.transactions), list(record.senders), list(record.withdrawals)]
+            ),
+        )
+        put(schema.receipts_key(n), msgpack.packb(list(record.receipts)))
+        put(schema.commit_key(n), record.commit)
+        put(schema.hash_to_number_key(record.block_hash), schema.encode_number(n))
+        for index, tx_hash in enumerate(record.tx_hashes):
+            put(schema.tx_lookup_key(tx_hash), msgpack.packb((n, index)))
+        put(schema.HEAD_KEY, schema.encode_head(n, record.block_hash))
+
+    # ---------------------------------------------------------------- txpool journal
+    def save_journal(self, entries: Iterable[tuple[bytes, bytes]]) -> None:
+        """Durably record accepted raw transactions (fsync before returning)."""
+        with self._write_lock, self._db.write_batch(transaction=True, sync=True) as batch:
+            for tx_hash, raw in entries:
+                batch.put(schema.journal_key(tx_hash), raw)
+
+    def delete_journal(self, tx_hashes: Iterable[bytes]) -> None:
+        with self._write_lock, self._db.write_batch(transaction=True, sync=True) as batch:
+            for tx_hash in tx_hashes:
+                batch.delete(schema.journal_key(tx_hash))
+
+    def load_journal(self) -> list[bytes]:
+        with self._db.iterator(prefix=schema.JOURNAL_PREFIX, include_key=False) as it:
+            return list(it)
+
+    # ---------------------------------------------------------------- reads
+    def _load_head(self) -> Head | None:
+        raw = self._db.get(schema.HEAD_KEY)
+        if raw is None:
+            return None
+        number, block_hash = schema.decode_head(raw)
+        return Head(number, block_hash)
+
+    @property
+    def head(self) -> Head:
+        if self._head is None:
+            raise DatadirError(f"{self.path} holds no chain yet")
+        return self._head
+
+    def load_header(self, number: int) -> bytes | None:
+        value: bytes | None = self._db.get(schema.header_key(number))
+        return value
+
+    def load_body(self, number: int) -> StoredBody | None:
+        raw = self._db.get(schema.body_key(number))
+        if raw is None:
+            return None
+        txs, senders, withdrawals = msgpack.unpackb(raw)
+        return StoredBody(tuple(txs), tuple(senders), tuple(withdrawals))
+
+    def load_receipts(self, number: int) -> tuple[bytes, ...] | None:
+        raw = self._db.get(schema.receipts_key(number))
+        if raw is None:
+            return None
+        return tuple(msgpack.unpackb(raw))
+
+    def load_commit(self, number: int) -> bytes | None:
+        value: bytes | None = self._db.get(schema.commit_key(number))
+        return value
+
+    def load_number(self, block_hash: bytes) -> int | None:
+        if len(block_hash) != 32:
+            return None
+        raw = self._db.get(schema.hash_to_number_key(block_hash))
+        return None if raw is None else schema.decode_number(raw)
+
+    def load_tx_location(self, tx_hash: bytes) -> tuple[int, int] | None:
+        if len(tx_hash) != 32:
+            return None
+        raw = self._db.get(schema.tx_lookup_key(tx_hash))
+        if raw is None:
+            return None
+        number, index = msgpack.unpackb(raw)
+        return int(number), int(index)
+
+    def state_db(self) -> PrefixedDB:
+        """py-evm's view of state trie nodes and code (reads; writes go through commit_block)."""
+        return PrefixedDB(self._db, schema.STATE_PREFIX)
+
+    def iterate_headers(self, start: int, stop: int) -> Iterator[tuple[int, bytes]]:
+        """Headers of blocks `start` .. `stop - 1`, in order, by one LevelDB scan."""
+        with self._db.iterator(start=schema.header_key(start), stop=schema.header_key(stop)) as it:
+            for key, value in it:
+                yield schema.decode_number(key[1:]), value
+
+    def snapshot_to(self, target: Path) -> None:
+        """Copy a consistent snapshot of every key into a new LevelDB at `target`."""
+        if target.exists() and any(target.iterdir()):
+            raise DatadirError(f"backup target {target} is not empty")
+        snap = self._db.snapshot()
+        out = plyvel.DB(str(target), create_if_missing=True, error_if_exists=True)
+        try:
+            batch = out.write_batch()
+            pending = 0
+            with snap.iterator() as it:
+                for key, value in it:
+                    batch.put(key, value)
+                    pending += 1
+                    if pending >= 10_000:
+                        batch.write()
+                        batch = out.write_batch()
+                        pending = 0
+            batch.write()
+        finally:
+            snap.close()
+            out.close()
