@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 
 from eth.abc import BlockHeaderAPI, StateAPI
 from eth.vm.forks.london.headers import calculate_expected_base_fee_per_gas
@@ -19,7 +20,7 @@ from cairn.execution.forks import Fork
 from cairn.execution.genesis import genesis_block
 from cairn.execution.reader import ChainReader
 from cairn.genesis.model import Genesis
-from cairn.storage.store import ChainStore
+from cairn.storage.store import ChainIdentity, ChainStore
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,12 @@ class HeadView:
         return self.state.get_balance(address)
 
 
+def open_store(path: Path, genesis: Genesis, fork: Fork) -> ChainStore:
+    """Open the chain directory for `genesis`, refusing (untouched) one of another chain."""
+    identity = ChainIdentity(genesis_block(genesis, fork).header.hash, genesis.chain_id)
+    return ChainStore(path, identity)
+
+
 class Chain:
     def __init__(self, store: ChainStore, genesis: Genesis, fork: Fork) -> None:
         self.store = store
@@ -63,7 +70,7 @@ class Chain:
         self.chain_id = genesis.chain_id
         genesis_result = genesis_block(genesis, fork)
         self.genesis_hash = genesis_result.header.hash
-        store.validate_genesis(self.genesis_hash)
+        store.validate_genesis(self.genesis_hash, genesis.chain_id)
         if not store.is_initialized:
             store.initialize(genesis_result.to_record(b""), genesis.chain_id)
         self.reader = ChainReader(store, fork, genesis.chain_id)

@@ -26,7 +26,7 @@ from cairn.node.keys import find_keystore, load_keystore, read_password, save_ke
 from cairn.node.logs import setup_logging
 from cairn.node.service import Node, NodeSettings
 from cairn.rpc.backend import RpcConfig
-from cairn.storage.store import ChainStore
+from cairn.storage.store import ChainIdentity, ChainStore
 
 GENESIS_FILE = "genesis.json"
 
@@ -217,9 +217,8 @@ def cmd_init(args: argparse.Namespace) -> int:
     datadir = Path(args.datadir).expanduser()
     genesis = load_genesis(Path(args.genesis))
     result = genesis_block(genesis, fork_named(genesis.consensus.fork))
-    store = ChainStore(datadir / "chaindata")
+    store = ChainStore(datadir / "chaindata", ChainIdentity(result.header.hash, genesis.chain_id))
     try:
-        store.validate_genesis(result.header.hash)
         store.initialize(result.to_record(b""), genesis.chain_id)
     finally:
         store.close()

@@ -19,7 +19,7 @@ from eth_typing import Address
 import cairn
 from cairn.consensus.sequencer import ProducerConfig, Sequencer
 from cairn.execution.call import CallRunner
-from cairn.execution.chain import Chain
+from cairn.execution.chain import Chain, open_store
 from cairn.execution.events import ChainEvents
 from cairn.execution.forks import fork_named
 from cairn.genesis.model import Genesis
@@ -27,7 +27,6 @@ from cairn.rpc.backend import Backend, RpcConfig
 from cairn.rpc.dispatch import Dispatcher, collect
 from cairn.rpc.eth import EthNamespace
 from cairn.rpc.server import RpcServer
-from cairn.storage.store import ChainStore
 from cairn.txpool.pool import TxPool
 
 log = logging.getLogger("cairn.node")
@@ -55,7 +54,7 @@ class Node:
         self.started_at = time.time()
         genesis = settings.genesis
         self.fork = fork_named(genesis.consensus.fork)
-        self.store = ChainStore(settings.datadir / "chaindata")
+        self.store = open_store(settings.datadir / "chaindata", genesis, self.fork)
         try:
             self.chain = Chain(self.store, genesis, self.fork)
         except BaseException:

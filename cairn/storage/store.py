@@ -6,6 +6,8 @@ head or the new one, never half a block. It stores bytes it is given and never j
 
 from __future__ import annotations
 
+import json
+import os
 import threading
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -43,6 +45,18 @@ class StoredBody:
 
 
 @dataclass(frozen=True)
+class ChainIdentity:
+    """What a datadir belongs to; checked before LevelDB is opened, so a wrong datadir is
+    refused without a single byte of it changing (opening LevelDB rewrites its log files)."""
+
+    genesis_hash: bytes
+    chain_id: int
+
+
+IDENTITY_FILE = "CAIRN-CHAIN.json"
+
+
+@dataclass(frozen=True)
 class Head:
     number: int
     block_hash: bytes
@@ -51,14 +65,64 @@ class Head:
 class ChainStore:
     """The LevelDB under `<datadir>/chaindata`."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, identity: ChainIdentity | None = None) -> None:
         self.path = path
+        self.identity = self._check_identity(identity)
         self._db: plyvel.DB = open_leveldb(path)
         self._write_lock = threading.Lock()
         self._head: Head | None = self._load_head()
         self._check_schema()
+        if self.identity is not None and self._head is not None:
+            self.validate_genesis(self.identity.genesis_hash, self.identity.chain_id)
 
     # ---------------------------------------------------------------- lifecycle
+    def _check_identity(self, wanted: ChainIdentity | None) -> ChainIdentity | None:
+        marker = self.path / IDENTITY_FILE
+        if self.path.is_dir() and any(self.path.iterdir()):
+            if not marker.exists():
+                raise DatadirError(
+                    f"{self.path} is not a Cairn chain directory (no {IDENTITY_FILE}). "
+                    "Nothing was changed; point --datadir at a Cairn datadir or an empty "
+                    "directory."
+                )
+            try:
+                data = json.loads(marker.read_text())
+                found = ChainIdentity(bytes.fromhex(data["genesisHash"][2:]), int(data["chainId"]))
+                version = int(data["schemaVersion"])
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                raise DatadirError(f"{marker} is unreadable: {exc}") from exc
+            if version != schema.SCHEMA_VERSION:
+                raise DatadirError(
+                    f"{self.path} uses storage schema v{version}; this cairn reads "
+                    f"v{schema.SCHEMA_VERSION}. Nothing was changed."
+                )
+            if wanted is not None:
+                if found.genesis_hash != wanted.genesis_hash:
+                    raise GenesisMismatch(
+                        str(self.path.parent), found.genesis_hash, wanted.genesis_hash
+                    )
+                if found.chain_id != wanted.chain_id:
+                    raise DatadirError(
+                        f"datadir {self.path.parent} holds chain id {found.chain_id}, but the "
+                        f"configured genesis says {wanted.chain_id}. Nothing was changed; use "
+                        "the matching genesis.json or another --datadir."
+                    )
+            return found
+        if wanted is None:
+            raise DatadirError(f"{self.path} holds no chain")
+        self.path.mkdir(parents=True, exist_ok=True)
+        _write_durably(
+            marker,
+            json.dumps(
+                {
+                    "schemaVersion": schema.SCHEMA_VERSION,
+                    "genesisHash": "0x" + wanted.genesis_hash.hex(),
+                    "chainId": wanted.chain_id,
+                }
+            ).encode(),
+        )
+        return wanted
+
     def _check_schema(self) -> None:
         raw = self._db.get(schema.SCHEMA_VERSION_KEY)
         if raw is None:
@@ -98,16 +162,23 @@ class ChainStore:
         value: bytes | None = self._db.get(schema.GENESIS_HASH_KEY)
         return value
 
-    def validate_genesis(self, genesis_hash: bytes) -> None:
-        """Raise `GenesisMismatch` if this datadir holds a chain with another genesis."""
+    def validate_genesis(self, genesis_hash: bytes, chain_id: int) -> None:
+        """Refuse, changing nothing, a datadir that holds a chain with another identity."""
         stored = self.load_genesis_hash()
         if stored is not None and stored != genesis_hash:
             raise GenesisMismatch(str(self.path.parent), stored, genesis_hash)
+        raw = self._db.get(schema.CHAIN_ID_KEY)
+        if raw is not None and schema.decode_number(raw) != chain_id:
+            raise DatadirError(
+                f"datadir {self.path.parent} holds chain id {schema.decode_number(raw)}, but "
+                f"the configured genesis says {chain_id}. Nothing was changed; use the matching "
+                "genesis.json or another --datadir."
+            )
 
     def initialize(self, genesis: BlockRecord, chain_id: int) -> None:
         """Write the schema version, genesis hash and genesis block in one batch."""
         if self.is_initialized:
-            self.validate_genesis(genesis.block_hash)
+            self.validate_genesis(genesis.block_hash, chain_id)
             return
         with self._write_lock, self._db.write_batch(transaction=True, sync=True) as batch:
             batch.put(schema.SCHEMA_VERSION_KEY, schema.encode_number(schema.SCHEMA_VERSION))
@@ -252,3 +323,17 @@ class ChainStore:
         finally:
             snap.close()
             out.close()
+
+
+def _write_durably(path: Path, data: bytes) -> None:
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
