@@ -59,6 +59,36 @@ def wait_for_accepted(streamer: Streamer, count: int) -> None:
     )
 
 
+def run_cycle(
+    node: NodeProcess,
+    cycle: int,
+    accepted: list[str],
+    seen_blocks: dict[int, str],
+    nonces: dict[int, int],
+    rng: random.Random,
+) -> None:
+    # Everything any earlier incarnation reported is still here, unchanged.
+    for number, block_hash in seen_blocks.items():
+        block = node.call("eth_getBlockByNumber", hex(number), False)
+        assert isinstance(block, dict), f"cycle {cycle}: block {number} is gone"
+        assert block["hash"] == block_hash, f"cycle {cycle}: block {number} changed"
+    for tx_hash in accepted:
+        receipt = node.call("eth_getTransactionReceipt", tx_hash)
+        pending = node.call("eth_getTransactionByHash", tx_hash)
+        assert receipt is not None or pending is not None, f"cycle {cycle}: {tx_hash} lost"
+    for s in range(SENDERS):
+        address = "0x" + ADDRESSES[s].hex()
+        nonces[s] = int(str(node.call("eth_getTransactionCount", address, "pending")), 16)
+    streamer = Streamer(node.url, nonces)
+    streamer.start()
+    # kill at a random moment, often in the middle of building or committing a block
+    wait_for_accepted(streamer, 20 + rng.randint(5, 60))
+    node.kill9()
+    streamer.join(timeout=10)
+    accepted.extend(streamer.accepted)
+    seen_blocks.update(streamer.blocks)
+
+
 @pytest.mark.slow
 def test_kill9_cycles_lose_nothing(tmp_path: Path) -> None:
     rng = random.Random(7)
@@ -68,28 +98,10 @@ def test_kill9_cycles_lose_nothing(tmp_path: Path) -> None:
     nonces = {s: 0 for s in range(SENDERS)}
     for cycle in range(CYCLES):
         node = NodeProcess(datadir, "dev").start()
-        # Everything any earlier incarnation reported is still here, unchanged.
-        for number, block_hash in seen_blocks.items():
-            block = node.call("eth_getBlockByNumber", hex(number), False)
-            assert isinstance(block, dict), f"cycle {cycle}: block {number} is gone"
-            assert block["hash"] == block_hash, f"cycle {cycle}: block {number} changed"
-        for tx_hash in accepted:
-            receipt = node.call("eth_getTransactionReceipt", tx_hash)
-            pending = node.call("eth_getTransactionByHash", tx_hash)
-            assert receipt is not None or pending is not None, f"cycle {cycle}: {tx_hash} lost"
-        for s in range(SENDERS):
-            nonces[s] = int(
-                str(node.call("eth_getTransactionCount", "0x" + ADDRESSES[s].hex(), "pending")), 16
-            )
-
-        streamer = Streamer(node.url, nonces)
-        streamer.start()
-        # kill at a random moment, often in the middle of building or committing a block
-        wait_for_accepted(streamer, 20 + rng.randint(5, 60))
-        node.kill9()
-        streamer.join(timeout=10)
-        accepted.extend(streamer.accepted)
-        seen_blocks.update(streamer.blocks)
+        try:
+            run_cycle(node, cycle, accepted, seen_blocks, nonces, rng)
+        finally:
+            node.stop()  # already dead after kill -9; stops it if an assertion failed first
 
     node = NodeProcess(datadir, "dev").start()
     try:
