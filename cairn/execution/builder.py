@@ -31,6 +31,7 @@ from cairn.execution.reader import ChainReader
 from cairn.storage.store import BlockRecord
 
 ZERO_HASH = b"\x00" * 32
+BLOB_TX_TYPE = 3
 # Header fields a producer chooses; everything else follows from parent and execution.
 _CHOSEN_FIELDS = (
     "timestamp",
@@ -218,7 +219,8 @@ class BlockExecutor:
                 rejected.append(Rejected(tx, str(exc)))
                 continue
             header = vm.add_receipt_to_header(header, receipt)
-            header = vm.increment_blob_gas_used(header, tx)
+            if tx.type_id == BLOB_TX_TYPE:  # a header copy per transaction is costly; skip it
+                header = vm.increment_blob_gas_used(header, tx)
             applied.append(tx)
             receipts.append(receipt)
             computations.append(computation)

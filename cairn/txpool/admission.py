@@ -74,8 +74,7 @@ def decode_and_check(raw: bytes, fork: Fork, chain_id: int, block_gas_limit: int
     if tx.s > SECP256K1_HALF_N or tx.r == 0 or tx.s == 0:
         raise fail("invalid transaction v, r, s values")
     try:
-        tx.check_signature_validity()
-        sender = Address(bytes(tx.sender))
+        sender = Address(bytes(tx.sender))  # recovery validates the signature (once)
     except (ValidationError, BadSignature, ValueError) as exc:
         raise fail(f"invalid sender: {exc}") from exc
     try:
