@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from eth_account import Account
 from eth_utils import keccak, to_checksum_address
 from web3 import Web3
 
@@ -27,11 +26,11 @@ from tests.support.contracts import REPO, compile_contract
 from tests.support.differential import Rule, Session, Side, explain
 from tests.support.proc import NodeProcess
 from tests.support.wait import wait_until
+from tests.support.wallet import Wallet
 
 pytestmark = pytest.mark.e2e
 
 DOC = REPO / "docs" / "anvil-differences.md"
-GWEI = 10**9
 A0, A1, A2 = (to_checksum_address(a) for a in ADDRESSES[:3])
 CALL_TRACER = {"tracer": "callTracer"}
 
@@ -110,30 +109,6 @@ def nodes(tmp_path: Path) -> Iterator[tuple[Side, Side]]:
     finally:
         cairn.stop()
         anvil.stop()
-
-
-class Wallet:
-    """Signs the same transactions for both nodes (fixed fees, so identical bytes)."""
-
-    def __init__(self, key: bytes) -> None:
-        self.key = key
-        self.nonce = 0
-
-    def sign(self, to: str | None, *, value: int = 0, data: str = "0x", gas: int = 21_000) -> str:
-        fields: dict[str, Any] = {
-            "type": 2,
-            "chainId": 31337,
-            "nonce": self.nonce,
-            "value": value,
-            "gas": gas,
-            "maxFeePerGas": 3 * GWEI,
-            "maxPriorityFeePerGas": GWEI,
-            "data": data,
-        }
-        if to is not None:
-            fields["to"] = to
-        self.nonce += 1
-        return "0x" + bytes(Account.sign_transaction(fields, self.key).raw_transaction).hex()
 
 
 def send(session: Session, label: str, raw: str) -> str:
