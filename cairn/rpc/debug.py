@@ -170,7 +170,9 @@ def parse_trace_config(value: Any, index: int) -> TraceOptions:
             f"tracer {tracer!r} not found: Cairn implements {CALL_TRACER!r} and the default "
             "struct logger (leave tracer out)",
         )
-    tracer_config = keys.get("tracerconfig") or {}
+    tracer_config = keys.get("tracerconfig")
+    if tracer_config is None:
+        tracer_config = {}
     if not isinstance(tracer_config, dict):
         raise invalid_params(f"invalid argument {index}: tracerConfig must be an object")
     call_keys = {str(k).lower(): v for k, v in tracer_config.items()}
