@@ -52,8 +52,8 @@ class DebugNamespace:
     async def trace_transaction(self, tx_hash: Any, config: Any = None) -> Any:
         h = params.hash32(tx_hash, 0)
         options = parse_trace_config(config, 1)
-        result = await self._off_loop(lambda: self.tracer.trace_transaction(h, options))
-        return format_trace(result)
+        # Formatting a long struct log is heavy too: both stay off the event loop.
+        return await self._off_loop(lambda: format_trace(self.tracer.trace_transaction(h, options)))
 
     @rpc_method("debug_traceBlockByNumber")
     async def trace_block_by_number(self, block: Any, config: Any = None) -> list[dict[str, Any]]:
@@ -77,8 +77,9 @@ class DebugNamespace:
         return await self._trace_block(number, options)
 
     async def _trace_block(self, number: int, options: TraceOptions) -> list[dict[str, Any]]:
-        traces = await self._off_loop(lambda: self.tracer.trace_block(number, options))
-        return [format_tx_trace(t) for t in traces]
+        return await self._off_loop(
+            lambda: [format_tx_trace(t) for t in self.tracer.trace_block(number, options)]
+        )
 
     @rpc_method("debug_traceCall")
     async def trace_call(self, tx: Any, block: Any = None, config: Any = None) -> Any:
@@ -92,8 +93,9 @@ class DebugNamespace:
                         "debug_traceCall; trace on the block's state without it"
                     )
         options = parse_trace_config(config, 2)
-        result = await self._off_loop(lambda: self.tracer.trace_call(header, call, options))
-        return format_trace(result)
+        return await self._off_loop(
+            lambda: format_trace(self.tracer.trace_call(header, call, options))
+        )
 
     # ------------------------------------------------------------ raw data
     @rpc_method("debug_getRawHeader")
