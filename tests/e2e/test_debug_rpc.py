@@ -266,7 +266,8 @@ def test_bad_block_parameters(world: World) -> None:
     assert (future["code"], future["message"]) == (-32000, "header not found")
     unknown = world.error("eth_getBalance", A0, {"blockHash": "0x" + "ab" * 32})
     assert unknown["code"] == -32000 and "not found" in unknown["message"]
-    for bad in ("lastest", "0x", "12", {"blockHash": "0x12"}, {"other": 1}, [1], True):
+    nested_ref = {"blockNumber": {"blockNumber": "0x1"}}
+    for bad in ("lastest", "0x", "12", {"blockHash": "0x12"}, {"other": 1}, [1], True, nested_ref):
         error = world.error("eth_getBalance", A0, bad)
         assert error["code"] == -32602, (bad, error)
     both = world.error("eth_getBalance", A0, {"blockHash": "0x" + "ab" * 32, "blockNumber": "0x1"})
