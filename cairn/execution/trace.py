@@ -25,7 +25,6 @@ from eth.abc import (
     BlockHeaderAPI,
     ComputationAPI,
     MessageAPI,
-    SignedTransactionAPI,
     StateAPI,
     TransactionContextAPI,
 )
@@ -692,7 +691,6 @@ def _clear_failed_logs(frame: CallFrame, *, parent_failed: bool) -> None:
 # ------------------------------------------------------------------ running
 @dataclass(frozen=True)
 class _Ran:
-    tx: SignedTransactionAPI
     sender: bytes
     computation: ComputationAPI
     gas_used: int
@@ -715,8 +713,7 @@ class Tracer:
             raise NotFound(f"block #{number} not found")
         if number == 0:
             raise NotFound("genesis is not traceable")
-        count = len(stored.transactions)
-        return [trace for trace in self._replay(number, range(count), options)]
+        return list(self._replay(number, range(len(stored.transactions)), options))
 
     def trace_transaction(self, tx_hash: bytes, options: TraceOptions) -> TraceResult:
         location = self.reader.tx_location(tx_hash)
@@ -746,20 +743,24 @@ class Tracer:
         )
         vm.block_preprocessing(vm.get_block())
         header = vm.get_header()
-        deadline_span = options.timeout
         log_offset = 0
         previous_gas = 0
         for index, tx in enumerate(stored.transactions[: wanted.stop]):
-            probe = self._probe(options, deadline_span) if index in wanted else None
+            probe = self._probe(options, options.timeout) if index in wanted else None
             with _Attached(probe):
                 try:
                     receipt, computation = vm.apply_transaction(header, tx)
                 except TraceTimeout:
                     raise ExecutionFailed("execution timeout") from None
+            if receipt.encode() != stored.receipts[index].encode():
+                # A trace of anything but what the chain holds would be a lie: refuse it.
+                raise ExecutionFailed(
+                    f"replaying block #{number} diverged at transaction {index} "
+                    f"(0x{tx.hash.hex()}): its receipt differs from the stored one"
+                )
             header = vm.add_receipt_to_header(header, receipt)
             header = vm.increment_blob_gas_used(header, tx)
             ran = _Ran(
-                tx=tx,
                 sender=bytes(stored.senders[index]),
                 computation=computation,
                 gas_used=receipt.gas_used - previous_gas,
@@ -810,7 +811,6 @@ class Tracer:
                 raise ExecutionFailed("execution timeout") from None
         gas_used = final_gas_used(vm_class, outcome.computation, gas)
         ran = _Ran(
-            tx=cast(SignedTransactionAPI, None),
             sender=bytes(params.sender),
             computation=outcome.computation,
             gas_used=gas_used,

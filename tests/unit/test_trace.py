@@ -18,6 +18,7 @@ from web3.contract import Contract
 from cairn.errors import ExecutionFailed, NotFound
 from cairn.execution.call import CallParams, CallRunner, revert_message, unpack_revert_reason
 from cairn.execution.chain import Chain
+from cairn.execution.reader import StoredBlock
 from cairn.execution.trace import (
     CallFrame,
     StructLogOptions,
@@ -288,3 +289,21 @@ def test_revert_reasons_in_geths_words() -> None:
     assert unpack_revert_reason(custom) is None
     assert revert_message(custom) == "execution reverted"
     assert unpack_revert_reason(error[:40]) is None
+
+
+def test_a_replay_that_disagrees_with_the_chain_is_refused(
+    probe: Probe, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    block = mine(probe.chain, [probe.tx("ping", b"\x07")])
+    number = block.header.block_number
+    stored = probe.chain.reader.block_by_number(number)
+    assert stored is not None
+    wrong = stored.receipts[0].copy(gas_used=stored.receipts[0].gas_used + 1)
+    tampered = StoredBlock(stored.block, stored.senders, (wrong,))
+    reader = probe.chain.reader
+    real = reader.block_by_number
+    monkeypatch.setattr(reader, "block_by_number", lambda n: tampered if n == number else real(n))
+    with pytest.raises(
+        ExecutionFailed, match=f"replaying block #{number} diverged at transaction 0"
+    ):
+        probe.tracer.trace_block(number, CALLS)
