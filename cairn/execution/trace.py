@@ -228,9 +228,9 @@ class AccessListResult:
     error: str | None
 
 
-class TraceTimeout(Exception):
-    """The trace ran past its deadline. Deliberately not a VMError: py-evm must not swallow
-    it as a failed frame; `Tracer` reports it as geth's "execution timeout"."""
+class TraceAborted(Exception):
+    """The trace ran past its deadline or its size budget. Deliberately not a VMError:
+    py-evm must not swallow it as a failed frame; `Tracer` reports it to the caller."""
 
 
 # ------------------------------------------------------------------ the probe
@@ -272,8 +272,10 @@ class _Probe:
         steps: StructLogOptions | None = None,
         access: AccessCollector | None = None,
         deadline: float | None = None,
+        max_steps: int = 0,
     ) -> None:
         self.steps_options = steps
+        self.max_steps = max_steps
         self.access = access
         self.deadline = deadline
         self.steps: list[StructStep] = []
@@ -288,7 +290,7 @@ class _Probe:
 
     def check_deadline(self) -> None:
         if self.deadline is not None and time.monotonic() > self.deadline:
-            raise TraceTimeout("execution timeout")
+            raise TraceAborted("execution timeout")
 
     def refund(self) -> int:
         total = 0
@@ -308,6 +310,12 @@ class _Probe:
         options = self.steps_options
         if options is None or (options.limit and len(self.steps) >= options.limit):
             return None
+        if self.max_steps and len(self.steps) >= self.max_steps:
+            raise TraceAborted(
+                f"trace too large: more than {self.max_steps} steps would not fit the "
+                "response size limit; pass limit, disableStack or disableStorage, or use "
+                "callTracer"
+            )
         step = StructStep(pc, op, gas, 0, computation.msg.depth + 1, self.refund())
         if not options.disable_stack:
             step.stack = [v if isinstance(v, int) else int.from_bytes(v, "big") for v in values]
@@ -700,9 +708,12 @@ class _Ran:
 class Tracer:
     """Replays committed blocks and runs calls with geth's tracers attached."""
 
-    def __init__(self, reader: ChainReader, calls: CallRunner) -> None:
+    def __init__(self, reader: ChainReader, calls: CallRunner, *, max_steps: int = 0) -> None:
+        """`max_steps` bounds a struct log (0: no bound) so that a trace that could never be
+        sent is refused early instead of filling memory."""
         self.reader = reader
         self.calls = calls
+        self.max_steps = max_steps
         self._chain_context = ChainContext(reader.chain_id)
 
     # ---------------------------------------------------------------- blocks
@@ -750,8 +761,8 @@ class Tracer:
             with _Attached(probe):
                 try:
                     receipt, computation = vm.apply_transaction(header, tx)
-                except TraceTimeout:
-                    raise ExecutionFailed("execution timeout") from None
+                except TraceAborted as exc:
+                    raise ExecutionFailed(str(exc)) from None
             if receipt.encode() != stored.receipts[index].encode():
                 # A trace of anything but what the chain holds would be a lie: refuse it.
                 raise ExecutionFailed(
@@ -771,11 +782,10 @@ class Tracer:
             if probe is not None:
                 yield TxTrace(tx.hash, self._result(ran, probe, options, gas=tx.gas))
 
-    @staticmethod
-    def _probe(options: TraceOptions, timeout: float) -> _Probe:
+    def _probe(self, options: TraceOptions, timeout: float) -> _Probe:
         deadline = time.monotonic() + timeout if timeout > 0 else None
         if options.tracer is None:
-            return _Probe(steps=options.struct, deadline=deadline)
+            return _Probe(steps=options.struct, deadline=deadline, max_steps=self.max_steps)
         return _Probe(deadline=deadline)
 
     @staticmethod
@@ -807,8 +817,8 @@ class Tracer:
         with _Attached(probe):
             try:
                 outcome = self.calls.run(header, replace(params, gas=gas), vm_class=vm_class)
-            except TraceTimeout:
-                raise ExecutionFailed("execution timeout") from None
+            except TraceAborted as exc:
+                raise ExecutionFailed(str(exc)) from None
         gas_used = final_gas_used(vm_class, outcome.computation, gas)
         ran = _Ran(
             sender=bytes(params.sender),

@@ -42,7 +42,9 @@ class DebugNamespace:
         self.b = backend
         self.reader = backend.chain.reader
         self.blocks = BlockResolver(self.reader)
-        self.tracer = Tracer(self.reader, backend.calls)
+        # A struct-log step is at least ~60 bytes of JSON; stop before the response cap.
+        max_steps = backend.config.max_response_bytes // 60
+        self.tracer = Tracer(self.reader, backend.calls, max_steps=max_steps)
 
     async def _off_loop(self, fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.b.reads, fn)

@@ -307,3 +307,14 @@ def test_a_replay_that_disagrees_with_the_chain_is_refused(
         ExecutionFailed, match=f"replaying block #{number} diverged at transaction 0"
     ):
         probe.tracer.trace_block(number, CALLS)
+
+
+def test_struct_logs_too_large_to_send_are_refused_early(probe: Probe) -> None:
+    block = mine(probe.chain, [probe.tx("setSlot", 2, 3)])
+    tx_hash = block.block.transactions[0].hash
+    bounded = Tracer(probe.chain.reader, probe.tracer.calls, max_steps=20)
+    with pytest.raises(ExecutionFailed, match="trace too large: more than 20 steps"):
+        bounded.trace_transaction(tx_hash, TraceOptions())
+    limited = bounded.trace_transaction(tx_hash, TraceOptions(struct=StructLogOptions(limit=10)))
+    assert len(_struct(limited).steps) == 10
+    assert _frame(bounded.trace_transaction(tx_hash, CALLS)).error is None
