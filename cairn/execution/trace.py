@@ -313,8 +313,7 @@ class _Probe:
         if self.max_steps and len(self.steps) >= self.max_steps:
             raise TraceAborted(
                 f"trace too large: more than {self.max_steps} steps would not fit the "
-                "response size limit; pass limit, disableStack or disableStorage, or use "
-                "callTracer"
+                "response size limit; pass limit (the most steps to keep) or use callTracer"
             )
         step = StructStep(pc, op, gas, 0, computation.msg.depth + 1, self.refund())
         if not options.disable_stack:
