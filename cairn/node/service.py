@@ -24,8 +24,10 @@ from cairn.execution.events import ChainEvents
 from cairn.execution.forks import fork_named
 from cairn.genesis.model import Genesis
 from cairn.rpc.backend import Backend, RpcConfig
+from cairn.rpc.debug import DebugNamespace
 from cairn.rpc.dispatch import Dispatcher, collect
 from cairn.rpc.eth import EthNamespace
+from cairn.rpc.proof import ProofNamespace
 from cairn.rpc.server import RpcServer
 from cairn.txpool.pool import TxPool
 
@@ -127,6 +129,9 @@ class Node:
             dev_keys=self.settings.dev_keys,
         )
         methods = collect(EthNamespace(backend))
+        # debug_* tracing and raw data; eth_getProof and eth_createAccessList
+        methods.update(collect(DebugNamespace(backend)))
+        methods.update(collect(ProofNamespace(backend)))
         self.rpc = RpcServer(
             Dispatcher(methods, self.settings.rpc.batch_limit),
             self.settings.rpc,
