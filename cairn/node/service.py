@@ -30,6 +30,7 @@ from cairn.rpc.eth import EthNamespace
 from cairn.rpc.proof import ProofNamespace
 from cairn.rpc.server import RpcServer
 from cairn.txpool.pool import TxPool
+from cairn.txpool.recovery import SenderRecovery
 
 log = logging.getLogger("cairn.node")
 
@@ -68,6 +69,7 @@ class Node:
         self.pool = TxPool(self.fork, genesis.chain_id, self.chain.head_view, self.store)
         self.producer: Sequencer | None = None
         self.rpc: RpcServer | None = None
+        self.recovery: SenderRecovery | None = None
         self._stop = asyncio.Event()
         self._stopped = False
 
@@ -116,6 +118,8 @@ class Node:
                 ),
             )
             self.producer.start()
+        self.recovery = SenderRecovery(self.fork.name)
+        await self.recovery.warm_up()
         backend = Backend(
             chain=self.chain,
             pool=self.pool,
@@ -127,6 +131,7 @@ class Node:
             dev_mode=self.settings.dev,
             producer=self.producer,
             dev_keys=self.settings.dev_keys,
+            recovery=self.recovery,
         )
         methods = collect(EthNamespace(backend))
         # debug_* tracing and raw data; eth_getProof and eth_createAccessList
@@ -167,6 +172,8 @@ class Node:
             await self.rpc.stop()
         if self.producer is not None:
             await self.producer.stop()
+        if self.recovery is not None:
+            self.recovery.close()
         self.writer.shutdown(wait=True)
         self.reads.shutdown(wait=True)
         self.store.close()

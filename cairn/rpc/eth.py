@@ -38,7 +38,7 @@ class EthNamespace:
         self.b = backend
         self.chain = backend.chain
         self.reader = backend.chain.reader
-        self.intake = Intake(backend.pool)
+        self.intake = Intake(backend.pool, backend.recovery)
         self.blocks = BlockResolver(self.reader)
 
     # ------------------------------------------------------------ helpers
