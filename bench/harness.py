@@ -47,6 +47,7 @@ class Target:
     datadir: Path | None = None
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
+    argv_extra: list[str] = field(default_factory=list)
     _tmp: str | None = None
 
     @property
@@ -71,7 +72,7 @@ class Target:
             ]
             if self.block_time:
                 args += ["--block-time", str(self.block_time)]
-            return args
+            return args + self.argv_extra
         if self.datadir is None:
             self._tmp = tempfile.mkdtemp(prefix="cairn-bench-")
             self.datadir = Path(self._tmp) / "dev"
@@ -84,6 +85,7 @@ class Target:
             "--gas-limit", str(self.gas_limit),
             "--block-time", str(self.block_time),
             "--log.level", "warning",
+            *self.argv_extra,
         ]  # fmt: skip
 
     def start(self, timeout: float = 120.0) -> float:
