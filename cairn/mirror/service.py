@@ -31,6 +31,7 @@ from cairn.mirror.writer import (
     CursorMoved,
     NetworkState,
     Written,
+    load_chain_id,
     load_cursor,
     load_genesis_hash,
     prepare_connection,
@@ -314,11 +315,15 @@ class Mirror:
         """Refuse a database that mirrors another chain or another history of this one."""
         source = self.source
         genesis = await load_genesis_hash(conn)
-        if genesis is not None and genesis != source.genesis_hash:
+        chain_id = await load_chain_id(conn)
+        if (genesis is not None and genesis != source.genesis_hash) or (
+            chain_id is not None and chain_id != source.chain_id
+        ):
+            theirs = f"chain id {chain_id}, genesis 0x{(genesis or b'').hex()}"
             raise MirrorError(
-                f"{self.url_for_logs} mirrors another chain (genesis 0x{genesis.hex()}, this "
-                f"node's is 0x{source.genesis_hash.hex()}). Point --mirror.url at another "
-                "database or start over with `cairn mirror rebuild`."
+                f"{self.url_for_logs} mirrors another chain ({theirs}; this node has chain id "
+                f"{source.chain_id}, genesis 0x{source.genesis_hash.hex()}). Point --mirror.url "
+                "at another database or start over with `cairn mirror rebuild`."
             )
         cursor = await load_cursor(conn)
         if cursor is None:
@@ -460,8 +465,8 @@ class Mirror:
                 catchup_blocks_per_second=blocks_done / elapsed,
                 catchup_rows_per_second=rows_done / elapsed,
             )
-            if now - last_report >= config.progress_interval:
-                last_report = now
+            if blocks_done == written.blocks or now - last_report >= config.progress_interval:
+                last_report = now  # the first batch, then every progress_interval
                 remaining = target - batch[-1].number
                 rate = blocks_done / elapsed
                 log.info(
@@ -490,6 +495,8 @@ class Mirror:
 def _eta(remaining: int, rate: float) -> str:
     if rate <= 0:
         return "unknown"
+    if remaining / rate < 10:
+        return f"{remaining / rate:.1f}s"
     seconds = int(remaining / rate)
     if seconds < 60:
         return f"{seconds}s"

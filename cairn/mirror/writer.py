@@ -141,6 +141,11 @@ async def load_genesis_hash(conn: asyncpg.Connection) -> bytes | None:
     return None if value is None else bytes(value)
 
 
+async def load_chain_id(conn: asyncpg.Connection) -> int | None:
+    value = await conn.fetchval("SELECT chain_id FROM network_state WHERE id = 1")
+    return None if value is None else int(value)
+
+
 async def save_network_state(conn: asyncpg.Connection, state: NetworkState) -> None:
     await conn.execute(
         _SET_NETWORK,
