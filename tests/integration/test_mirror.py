@@ -11,6 +11,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 from eth._utils.address import generate_contract_address
+from eth_typing import Address
 
 from cairn.errors import MirrorError
 from cairn.execution.chain import Chain
@@ -111,7 +112,7 @@ def test_internal_transfers_events_and_reverts_are_mirrored(
     db = mirror_db.rsplit("/", 1)[1]
     # The payees never appear in a transaction; only internal calls paid them.
     half = 1_001 // 2
-    assert state.balance(PAYEE_A) == half + 10**18 // 2
+    assert state.balance(Address(PAYEE_A)) == half + 10**18 // 2
     assert balance_row(PAYEE_A) == f"{half + 10**18 // 2}|0|f|3"
     assert balance_row(PAYEE_B) == f"{1_001 - half + 10**18 // 2}|0|f|3"
     assert balance_row(bytes.fromhex(contract[2:])) == "0|1|t|3"

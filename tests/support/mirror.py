@@ -10,7 +10,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from eth_abi import encode
+from eth_abi.abi import encode
 from eth_account import Account
 from eth_utils import keccak, to_checksum_address
 
@@ -52,7 +52,7 @@ def call(
     value: int = 0,
     gas: int = 200_000,
 ) -> bytes:
-    data = selector(signature) + (encode(types, args) if types else b"")
+    data = selector(signature) + (encode(types, args or []) if types else b"")
     return transfer(key_index, nonce, to=to_checksum_address(to), value=value, gas=gas, data=data)
 
 
