@@ -102,6 +102,16 @@ def test_far_behind_catches_up_with_copy_and_reports_progress(
         assert f"caught up to #{BACKLOG}" in log
         assert (metric(node, "cairn_mirror_catchup_blocks_per_second") or 0) > 0
         assert (metric(node, "cairn_mirror_catchup_rows_per_second") or 0) > 0
+        # Rebuild without --datadir while the node runs: the running mirror refills from 0.
+        reset = run_cli("mirror", "rebuild", "--mirror.url", mirror_db, "--yes")
+        assert reset.returncode == 0, reset.stderr
+        assert "refills them from block 0" in reset.stdout
+        wait_until(
+            lambda: postgres.psql("SELECT count(*) FROM blocks", db) == str(BACKLOG + 1),
+            timeout=120,
+            message="the running node's mirror to refill the rebuilt tables",
+        )
+        wait_mirrored(node)
         # LevelDB is locked by the running node: rebuild refuses before dropping anything.
         refused = run_cli("mirror", "rebuild", "--datadir", str(datadir), "--mirror.url",
                           mirror_db, "--yes")  # fmt: skip
