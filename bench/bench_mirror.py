@@ -145,8 +145,8 @@ def offer_load(
                 "mirror_lag_blocks_p95": ordered[int(0.95 * (len(ordered) - 1))],
                 "mirror_lag_blocks_max": ordered[-1],
                 "mirror_lag_samples": len(lags),
-                "mirror_lag_zero_seconds_after_pool_drained": round(
-                    time.monotonic() - drain_start - result["pool_drain_seconds"], 1
+                "mirror_lag_zero_seconds_after_pool_drained": max(
+                    0.0, round(time.monotonic() - drain_start - result["pool_drain_seconds"], 1)
                 ),
             }
         )
