@@ -142,7 +142,7 @@ class Node:
                     mode=self.mode,
                     producers=tuple(bytes(p) for p in genesis.consensus.producers),
                     client_version=CLIENT_VERSION,
-                    peer_count=backend.peer_count,
+                    peer_count=lambda: backend.peer_count(),
                 ),
             )
             self.metrics.register(MirrorCollector(self.mirror))

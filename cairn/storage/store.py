@@ -223,7 +223,8 @@ class ChainStore:
         )
         put(schema.receipts_key(n), msgpack.packb(list(record.receipts)))
         put(schema.commit_key(n), record.commit)
-        put(schema.touched_key(n), schema.encode_addresses(record.touched))
+        if record.touched:  # absent means "not recorded", never "touched nothing"
+            put(schema.touched_key(n), schema.encode_addresses(record.touched))
         put(schema.hash_to_number_key(record.block_hash), schema.encode_number(n))
         for index, tx_hash in enumerate(record.tx_hashes):
             put(schema.tx_lookup_key(tx_hash), msgpack.packb((n, index)))

@@ -140,9 +140,12 @@ def test_kill9_mid_mirroring_leaves_no_gap_or_duplicate(
     rng = random.Random(5)
     datadir = copy_of(backlog, tmp_path)
 
-    # 1. kill -9 in the middle of the COPY catch-up
+    # 1. kill -9 in the middle of the COPY catch-up. Postgres comes up only once the node
+    #    runs, so the catch-up cannot finish before this test starts watching it.
+    postgres.stop()
     node = NodeProcess(datadir, "dev", "--mirror.url", mirror_db).start()
     try:
+        postgres.start()
         wait_until(
             lambda: 0 <= cursor_of(node) < BACKLOG - 100,
             timeout=120,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import asyncpg
@@ -13,14 +14,16 @@ import pytest
 from eth._utils.address import generate_contract_address
 from eth_typing import Address
 
+from cairn.consensus.commit import make_commit
 from cairn.errors import MirrorError
+from cairn.execution.builder import BlockEnv
 from cairn.execution.chain import Chain
 from cairn.genesis.dev import dev_genesis
 from cairn.mirror.migrate import apply_migrations, load_migrations
 from cairn.mirror.service import Mirror, MirrorConfig, NodeInfo
 from cairn.mirror.source import ChainSource
 from cairn.mirror.verify import Report, verify
-from tests.support.chain import ADDRESSES, mine, open_chain, transfer
+from tests.support.chain import ADDRESSES, PRODUCER, mine, open_chain, transfer
 from tests.support.contracts import compile_contract
 from tests.support.mirror import call, constructor_args, deploy
 from tests.support.postgres import PostgresServer
@@ -141,6 +144,36 @@ def test_internal_transfers_events_and_reverts_are_mirrored(
     ]
     # Addresses only looked up (the empty system contracts py-evm reads) get no row.
     assert postgres.psql("SELECT count(*) FROM accounts WHERE balance = 0 AND nonce = 0", db) == "0"
+    assert run_verify(chain, mirror_db).differences == []
+
+
+def test_blocks_stored_without_touched_accounts_are_re_executed(
+    chain: Chain, mirror_db: str, postgres: PostgresServer
+) -> None:
+    """Blocks written before the executor recorded touched accounts (an older datadir): the
+    mirror re-executes them on the archived parent state to find the payees."""
+    compiled = compile_contract("Splitter.sol", "Splitter")
+    code = bytes.fromhex(compiled.bytecode[2:])
+    code += constructor_args(["address", "address"], [PAYEE_A, PAYEE_B])
+    mine(chain, [deploy(0, 0, code)])
+    contract = "0x" + _created(chain, 1).hex()
+    head = chain.head
+    env = BlockEnv(head, head.timestamp + 1, chain.genesis.coinbase, head.gas_limit)
+    tx = chain.fork.decode_transaction(call(1, 0, contract, "split()", value=5_000))
+    result = chain.executor.build(env, [tx])
+    assert PAYEE_A in result.touched and PAYEE_B in result.touched
+    commit = make_commit(PRODUCER, chain.chain_id, 2, result.header.hash).encode()
+    chain.store.commit_block(replace(result.to_record(commit), touched=()))
+    assert chain.store.load_touched(2) is None
+
+    assert run_mirror(chain, mirror_db) == 2
+    db = mirror_db.rsplit("/", 1)[1]
+    rows = postgres.psql(
+        "SELECT encode(address, 'hex'), balance FROM accounts WHERE address IN "
+        f"('\\x{PAYEE_A.hex()}', '\\x{PAYEE_B.hex()}') ORDER BY address",
+        db,
+    )
+    assert rows.splitlines() == [f"{PAYEE_A.hex()}|2500", f"{PAYEE_B.hex()}|2500"]
     assert run_verify(chain, mirror_db).differences == []
 
 
