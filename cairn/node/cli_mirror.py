@@ -52,7 +52,10 @@ def _common(parser: argparse.ArgumentParser, *, datadir_required: bool) -> None:
         metavar="URL",
         help="Postgres URL (env CAIRN_MIRROR_URL or DATABASE_URL)",
     )
-    parser.add_argument("--log.level", dest="log_level", default=None)
+    parser.add_argument(
+        "--log.level", dest="log_level", default=None, metavar="LEVEL",
+        help="debug, info, warning or error",
+    )  # fmt: skip
 
 
 def add_commands(subparsers: Any) -> None:
@@ -63,9 +66,16 @@ def add_commands(subparsers: Any) -> None:
         "verify", help="compare the Postgres mirror with LevelDB and list every difference"
     )
     _common(check, datadir_required=True)
-    check.add_argument("--from", dest="first", type=int, default=None, help="first block (0)")
     check.add_argument(
-        "--to", dest="last", type=int, default=None, help="last block (the mirror's cursor)"
+        "--from", dest="first", type=int, default=None, metavar="N", help="first block (0)"
+    )
+    check.add_argument(
+        "--to",
+        dest="last",
+        type=int,
+        default=None,
+        metavar="M",
+        help="last block (default: the mirror's cursor)",
     )
     check.set_defaults(func=cmd_mirror_verify)
 
