@@ -73,12 +73,15 @@ def restart_benchmark(blocks: int) -> dict[str, Any]:
             reload = Target("anvil", block_time=0, accounts=ACCOUNTS)
             reload.argv_extra = ["--load-state", str(state)]
             results["anvil"].append(measure(reload))
-            print(f"[bench] restart at {height} blocks: {results['cairn'][-1]} / {results['anvil'][-1]}", flush=True)
+            cairn_now, anvil_now = results["cairn"][-1], results["anvil"][-1]
+            print(f"[bench] restart at {height} blocks: {cairn_now} / {anvil_now}", flush=True)
     return results
 
 
 if __name__ == "__main__":
     import sys
 
-    print(json.dumps(restart_benchmark(int(sys.argv[1]) if len(sys.argv) > 1 else 100_000), indent=2))
+    print(
+        json.dumps(restart_benchmark(int(sys.argv[1]) if len(sys.argv) > 1 else 100_000), indent=2)
+    )
     assert ANVIL.exists()

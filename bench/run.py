@@ -9,7 +9,6 @@ import argparse
 import asyncio
 import json
 import time
-from pathlib import Path
 from typing import Any
 
 from bench.harness import REPO, Client, Target, environment, sign_transfers
@@ -19,7 +18,9 @@ from bench.workloads import SENDERS, Erc20Plan, erc20, reads, transfers
 RESULTS = REPO / "bench" / "results"
 
 
-def session(name: str, block_time: float, gas_limit: int, w1: list[list[str]], plan: Erc20Plan | None) -> dict[str, Any]:
+def session(
+    name: str, block_time: float, gas_limit: int, w1: list[list[str]], plan: Erc20Plan | None
+) -> dict[str, Any]:
     target = Target(name, block_time=block_time, gas_limit=gas_limit, accounts=SENDERS)
     out: dict[str, Any] = {}
     try:
@@ -68,9 +69,13 @@ def main() -> None:
         for name in ("cairn", "anvil"):
             print(f"[bench] {label}: {name} ...", flush=True)
             entry[name] = session(name, block_time, gas_limit, w1, plan if full else None)
-        entry["ratio_transfers"] = ratio(entry["cairn"]["transfers"]["tx_per_s"], entry["anvil"]["transfers"]["tx_per_s"])
+        entry["ratio_transfers"] = ratio(
+            entry["cairn"]["transfers"]["tx_per_s"], entry["anvil"]["transfers"]["tx_per_s"]
+        )
         if full:
-            entry["ratio_erc20"] = ratio(entry["cairn"]["erc20"]["tx_per_s"], entry["anvil"]["erc20"]["tx_per_s"])
+            entry["ratio_erc20"] = ratio(
+                entry["cairn"]["erc20"]["tx_per_s"], entry["anvil"]["erc20"]["tx_per_s"]
+            )
         report["modes"][label] = entry
         print(json.dumps({k: v for k, v in entry.items() if k.startswith("ratio")}), flush=True)
     if not args.skip_restart:

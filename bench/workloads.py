@@ -15,7 +15,7 @@ import subprocess
 import time
 from typing import Any
 
-from eth_abi import encode as abi_encode
+from eth_abi.abi import encode as abi_encode
 from eth_account import Account
 from eth_utils import function_signature_to_4byte_selector, keccak
 
@@ -26,7 +26,6 @@ from bench.harness import (
     Target,
     addresses,
     keys,
-    sign_transfers,
 )
 
 SENDERS = 100
@@ -52,7 +51,9 @@ async def submit(client: Client, raws: list[str]) -> list[str]:
     return hashes
 
 
-async def settle(client: Client, tx_hashes: list[str], target: Target, limit: float) -> tuple[float, int]:
+async def settle(
+    client: Client, tx_hashes: list[str], target: Target, limit: float
+) -> tuple[float, int]:
     """Wait until every hash has a receipt. Anvil's automine stops mining when a flood of
     submissions ends with thousands pending (seen with anvil 1.7.1); for it alone, a block
     is requested with evm_mine after 1 s without progress, and the nudges are counted."""
@@ -65,12 +66,20 @@ async def settle(client: Client, tx_hashes: list[str], target: Target, limit: fl
             raise TimeoutError(f"{target.name}: {len(remaining)} transactions without receipt")
         probe = remaining[:200]
         answers = await client.batch([("eth_getTransactionReceipt", [h]) for h in probe])
-        done = {h for h, a in zip(probe, answers, strict=True) if isinstance(a, dict) and a.get("blockHash")}
+        done = {
+            h
+            for h, a in zip(probe, answers, strict=True)
+            if isinstance(a, dict) and a.get("blockHash")
+        }
         if done:
             remaining = [h for h in remaining if h not in done]
             last_progress = time.monotonic()
             continue
-        if target.name == "anvil" and target.block_time == 0 and time.monotonic() - last_progress > 1:
+        if (
+            target.name == "anvil"
+            and target.block_time == 0
+            and time.monotonic() - last_progress > 1
+        ):
             await client.call("evm_mine")
             nudges += 1
             last_progress = time.monotonic()
@@ -78,7 +87,9 @@ async def settle(client: Client, tx_hashes: list[str], target: Target, limit: fl
     return time.monotonic(), nudges
 
 
-async def timed_run(client: Client, target: Target, raws: list[str], tail: int = 1) -> dict[str, Any]:
+async def timed_run(
+    client: Client, target: Target, raws: list[str], tail: int = 1
+) -> dict[str, Any]:
     """Submit `raws` and wait for the receipts of the last `tail` (each sender's last nonce:
     a sender's transactions are mined in nonce order, so the rest are mined too)."""
     start_block = int(await client.call("eth_blockNumber"), 16)
@@ -108,16 +119,25 @@ async def transfers(client: Client, target: Target, rounds: list[list[str]]) -> 
 
 # ---------------------------------------------------------------- W2
 def compile_token() -> dict[str, Any]:
+    script = REPO / "tests" / "clients" / "compile.js"
+    source = REPO / "tests" / "contracts" / "Token.sol"
     out = subprocess.run(
-        ["node", str(REPO / "tests" / "clients" / "compile.js"), str(REPO / "tests" / "contracts" / "Token.sol")],
-        capture_output=True, text=True, check=True, cwd=REPO,
-    )  # fmt: skip
+        ["node", str(script), str(source)], capture_output=True, text=True, check=True, cwd=REPO
+    )
     token: dict[str, Any] = json.loads(out.stdout)["Token"]
     return token
 
 
 def _signed(key: bytes, nonce: int, to: str | None, data: bytes, gas: int) -> str:
-    tx: dict[str, Any] = {"type": 2, "chainId": CHAIN_ID, "nonce": nonce, "value": 0, "gas": gas, "data": data, **GAS_PRICE}
+    tx: dict[str, Any] = {
+        "type": 2,
+        "chainId": CHAIN_ID,
+        "nonce": nonce,
+        "value": 0,
+        "gas": gas,
+        "data": data,
+        **GAS_PRICE,
+    }
     if to is not None:
         tx["to"] = to
     return "0x" + bytes(Account.sign_transaction(tx, key).raw_transaction).hex()
@@ -137,11 +157,19 @@ class Erc20Plan:
         holders = addresses(SENDERS)
         owner_nonce = first_nonces[0]
         constructor = abi_encode(["string", "string", "uint256"], ["Bench", "BNC", 10**30])
-        self.deploy = _signed(signing[0], owner_nonce, None, bytes.fromhex(token["bytecode"]) + constructor, 2_000_000)
+        self.deploy = _signed(
+            signing[0], owner_nonce, None, bytes.fromhex(token["bytecode"]) + constructor, 2_000_000
+        )
         owner = holders[0]
         self.address = "0x" + keccak(rlp_create(owner, owner_nonce))[12:].hex()
         self.fund = [
-            _signed(signing[0], owner_nonce + 1 + i, self.address, transfer_call(holders[i], 10**24), 100_000)
+            _signed(
+                signing[0],
+                owner_nonce + 1 + i,
+                self.address,
+                transfer_call(holders[i], 10**24),
+                100_000,
+            )
             for i in range(1, SENDERS)
         ]
         self.transfers: list[str] = []
@@ -149,7 +177,11 @@ class Erc20Plan:
             for i in range(SENDERS):
                 nonce = first_nonces[i] + r + (SENDERS if i == 0 else 0)
                 recipient = holders[(i + r + 1) % SENDERS]
-                self.transfers.append(_signed(signing[i], nonce, self.address, transfer_call(recipient, 1 + r), 100_000))
+                self.transfers.append(
+                    _signed(
+                        signing[i], nonce, self.address, transfer_call(recipient, 1 + r), 100_000
+                    )
+                )
         self.owner = owner
 
 
@@ -166,7 +198,9 @@ async def erc20(client: Client, target: Target, plan: Erc20Plan) -> dict[str, An
 
 
 # ---------------------------------------------------------------- W3
-async def latency(client: Client, calls: list[tuple[str, list[Any]]], workers: int, per_worker: int) -> dict[str, float]:
+async def latency(
+    client: Client, calls: list[tuple[str, list[Any]]], workers: int, per_worker: int
+) -> dict[str, float]:
     samples: list[float] = []
 
     async def worker(offset: int) -> None:
@@ -188,7 +222,9 @@ async def latency(client: Client, calls: list[tuple[str, list[Any]]], workers: i
     }
 
 
-async def reads(client: Client, plan: Erc20Plan, workers: int = 64, per_worker: int = 40) -> dict[str, Any]:
+async def reads(
+    client: Client, plan: Erc20Plan, workers: int = 64, per_worker: int = 40
+) -> dict[str, Any]:
     head = int(await client.call("eth_blockNumber"), 16)
     biggest, most = head, -1
     for n in range(max(1, head - 60), head + 1):
@@ -203,11 +239,30 @@ async def reads(client: Client, plan: Erc20Plan, workers: int = 64, per_worker: 
         "eth_getBalance": [("eth_getBalance", [h, "latest"]) for h in holders],
         "eth_getBlockByNumber(full)": [("eth_getBlockByNumber", [hex(biggest), True])],
         "eth_call": [
-            ("eth_call", [{"to": plan.address, "data": "0x" + (balance_of + abi_encode(["address"], [h])).hex()}, "latest"])
+            (
+                "eth_call",
+                [
+                    {
+                        "to": plan.address,
+                        "data": "0x" + (balance_of + abi_encode(["address"], [h])).hex(),
+                    },
+                    "latest",
+                ],
+            )
             for h in holders
         ],
         "eth_getLogs": [
-            ("eth_getLogs", [{"fromBlock": hex(max(0, head - 20)), "toBlock": hex(head), "address": plan.address, "topics": [transfer_topic]}])
+            (
+                "eth_getLogs",
+                [
+                    {
+                        "fromBlock": hex(max(0, head - 20)),
+                        "toBlock": hex(head),
+                        "address": plan.address,
+                        "topics": [transfer_topic],
+                    }
+                ],
+            )
         ],
     }
     results: dict[str, Any] = {"workers": workers, "full_block_transactions": most}

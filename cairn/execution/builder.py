@@ -88,6 +88,8 @@ class BlockResult:
     state_writes: Mapping[bytes, bytes]
     rejected: tuple[Rejected, ...] = ()
     deferred: tuple[SignedTransactionAPI, ...] = field(default=())
+    # Accounts execution read or wrote (py-evm's meta witness), internal transfers included.
+    touched: tuple[Address, ...] = ()
 
     @property
     def header(self) -> BlockHeaderAPI:
@@ -105,6 +107,7 @@ class BlockResult:
             receipts=tuple(r.encode() for r in self.receipts),
             commit=commit,
             state_writes=self.state_writes,
+            touched=tuple(bytes(a) for a in self.touched),
         )
 
 
@@ -229,7 +232,7 @@ class BlockExecutor:
         filled = vm.set_block_transactions_and_withdrawals(
             vm.get_block(), header, applied, receipts, withdrawals=()
         )
-        mined = vm.mine_block(vm.block_postprocessing(filled)).block
+        mined, witness = vm.mine_block(vm.block_postprocessing(filled))
         return BlockResult(
             block=mined,
             receipts=tuple(receipts),
@@ -238,6 +241,7 @@ class BlockExecutor:
             state_writes=overlay.pending(),
             rejected=tuple(rejected),
             deferred=tuple(deferred),
+            touched=tuple(sorted(witness.accounts_queried)),
         )
 
 

@@ -21,6 +21,7 @@ from cairn.execution.genesis import genesis_block
 from cairn.genesis.dev import DEV_MNEMONIC, DEV_PRODUCER_KEY, dev_accounts, dev_genesis
 from cairn.genesis.model import Genesis
 from cairn.genesis.parse import genesis_to_json, load_genesis
+from cairn.node import cli_mirror
 from cairn.node.config import add_options, resolve
 from cairn.node.keys import find_keystore, load_keystore, read_password, save_keystore
 from cairn.node.logs import setup_logging
@@ -138,6 +139,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
         block_time=opts["block_time"] if opts["block_time"] is not None else 0.0,
         dev=True,
         dev_keys=dev_keys,
+        mirror_url=opts["mirror_url"],
     )
     return _serve(settings, banner=lambda node: _banner(genesis, datadir, node, min(accounts, 10)))
 
@@ -193,6 +195,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         ws_port=opts["ws_port"] or None,
         rpc=_rpc_config(opts, dev=False),
         producer_key=_load_producer(opts, datadir),
+        mirror_url=opts["mirror_url"],
     )
     return _serve(settings, banner=None)
 
@@ -307,6 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     reset.add_argument("--datadir", required=True)
     reset.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     reset.set_defaults(func=cmd_db_reset)
+    cli_mirror.add_commands(sub)
     return parser
 
 

@@ -23,6 +23,10 @@ from cairn.execution.chain import Chain, open_store
 from cairn.execution.events import ChainEvents
 from cairn.execution.forks import fork_named
 from cairn.genesis.model import Genesis
+from cairn.mirror.metrics import MirrorCollector
+from cairn.mirror.service import Mirror, MirrorConfig, NodeInfo
+from cairn.mirror.source import ChainSource
+from cairn.node.metrics import metrics_handler, new_registry
 from cairn.rpc.backend import Backend, RpcConfig
 from cairn.rpc.debug import DebugNamespace
 from cairn.rpc.dispatch import Dispatcher, collect
@@ -49,6 +53,7 @@ class NodeSettings:
     block_time: float | None = None
     dev: bool = False
     dev_keys: dict[Address, bytes] = field(default_factory=dict)
+    mirror_url: str | None = None
 
 
 class Node:
@@ -70,6 +75,8 @@ class Node:
         self.producer: Sequencer | None = None
         self.rpc: RpcServer | None = None
         self.recovery: SenderRecovery | None = None
+        self.metrics = new_registry()
+        self.mirror: Mirror | None = None
         self._stop = asyncio.Event()
         self._stopped = False
 
@@ -133,6 +140,23 @@ class Node:
             dev_keys=self.settings.dev_keys,
             recovery=self.recovery,
         )
+        # ---- Postgres mirror (issue #5): its own thread; blocks only wake it.
+        if self.settings.mirror_url:
+            self.mirror = Mirror(
+                ChainSource(self.chain),
+                MirrorConfig(url=self.settings.mirror_url),
+                NodeInfo(
+                    mode=self.mode,
+                    producers=tuple(bytes(p) for p in genesis.consensus.producers),
+                    client_version=CLIENT_VERSION,
+                    peer_count=lambda: backend.peer_count(),
+                ),
+            )
+            self.metrics.register(MirrorCollector(self.mirror))
+            mirror = self.mirror
+            self.events.subscribe(lambda event: mirror.wake())
+            self.mirror.start()
+        # ---- end mirror
         methods = collect(EthNamespace(backend))
         # debug_* tracing and raw data; eth_getProof and eth_createAccessList
         methods.update(collect(DebugNamespace(backend)))
@@ -147,6 +171,8 @@ class Node:
                 ("GET", "/health", self._health),
                 ("GET", "/healthz", self._healthz),
                 ("GET", "/status", self._status),
+                ("GET", "/metrics", metrics_handler(self.metrics)),
+                ("GET", "/health/database", self._health_database),
             ],
         )
         await self.rpc.start()
@@ -174,6 +200,8 @@ class Node:
             await self.producer.stop()
         if self.recovery is not None:
             self.recovery.close()
+        if self.mirror is not None:
+            await self.mirror.stop()  # before the store closes: the mirror reads LevelDB
         self.writer.shutdown(wait=True)
         self.reads.shutdown(wait=True)
         self.store.close()
@@ -221,3 +249,10 @@ class Node:
 
     async def _status(self, request: web.Request) -> web.Response:
         return web.Response(text=json.dumps(self._status_json()), content_type="application/json")
+
+    async def _health_database(self, request: web.Request) -> web.Response:
+        """The Postgres mirror: 200 while connected, 503 while Postgres is unreachable."""
+        if self.mirror is None:
+            return web.json_response({"status": "disabled", "connected": False})
+        connected, body = self.mirror.health()
+        return web.json_response(body, status=200 if connected else 503)
