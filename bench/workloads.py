@@ -17,7 +17,7 @@ from typing import Any
 
 from eth_abi.abi import encode as abi_encode
 from eth_account import Account
-from eth_utils import function_signature_to_4byte_selector, keccak
+from eth_utils import function_signature_to_4byte_selector, keccak, to_checksum_address
 
 from bench.harness import (
     CHAIN_ID,
@@ -161,11 +161,11 @@ class Erc20Plan:
             signing[0], owner_nonce, None, bytes.fromhex(token["bytecode"]) + constructor, 2_000_000
         )
         owner = holders[0]
-        self.address = "0x" + keccak(rlp_create(owner, owner_nonce))[12:].hex()
+        self.address = to_checksum_address(keccak(rlp_create(owner, owner_nonce))[12:])
         self.fund = [
             _signed(
                 signing[0],
-                owner_nonce + 1 + i,
+                owner_nonce + i,
                 self.address,
                 transfer_call(holders[i], 10**24),
                 100_000,

@@ -9,8 +9,12 @@ block execution. Batches are sent to a worker process instead, which returns eac
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import multiprocessing
+import os
+import signal
+import sys
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 
@@ -18,6 +22,18 @@ log = logging.getLogger("cairn.txpool")
 
 # Below this many transactions the round trip to the worker costs more than it saves.
 MIN_BATCH = 8
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent: int) -> None:
+    """Worker initializer: a node killed with -9 must not leave its workers behind."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the node died before the line above took effect
+        os._exit(0)
 
 
 def _recover_batch(fork_name: str, raws: Sequence[bytes]) -> list[bytes | None]:
@@ -36,9 +52,15 @@ def _recover_batch(fork_name: str, raws: Sequence[bytes]) -> list[bytes | None]:
 class SenderRecovery:
     def __init__(self, fork_name: str, workers: int = 1) -> None:
         self._fork_name = fork_name
-        # forkserver: the node process has threads; forking it directly is unsafe.
-        context = multiprocessing.get_context("forkserver")
-        self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
+        # spawn: the node process has threads, so forking it is unsafe; and a spawned worker's
+        # parent is the node itself, which the parent-death signal needs.
+        context = multiprocessing.get_context("spawn")
+        self._pool = ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=context,
+            initializer=_die_with_parent,
+            initargs=(os.getpid(),),
+        )
 
     async def warm_up(self) -> None:
         await self.recover([])
