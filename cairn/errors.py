@@ -77,5 +77,9 @@ class NotFound(CairnError):
     """A block, transaction or state the caller named does not exist here."""
 
 
+class InvalidDevRequest(CairnError):
+    """A dev-chain helper (evm_*, anvil_*, hardhat_*) was asked for something it cannot do."""
+
+
 class KeystoreError(CairnError):
     """A keystore file or its password cannot be used."""

@@ -25,6 +25,15 @@ from eth_typing import Address
 from eth_utils import ValidationError
 
 from cairn.errors import InvalidBlock
+from cairn.execution.devstate import (
+    NO_EXTRAS,
+    AccountOverride,
+    DevExtras,
+    apply_overrides,
+    impersonated_sender,
+    unwrap,
+    with_impersonation,
+)
 from cairn.execution.evmdb import StateOverlay
 from cairn.execution.forks import encode_header
 from cairn.execution.reader import ChainReader
@@ -68,6 +77,8 @@ class BlockEnv:
     extra_data: bytes = b""
     prev_randao: bytes = ZERO_HASH
     parent_beacon_root: bytes = ZERO_HASH
+    # Dev chains only: account changes applied before the block's transactions.
+    overrides: tuple[AccountOverride, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -87,6 +98,7 @@ class BlockResult:
     state_writes: Mapping[bytes, bytes]
     rejected: tuple[Rejected, ...] = ()
     deferred: tuple[SignedTransactionAPI, ...] = field(default=())
+    dev_extras: DevExtras = NO_EXTRAS
 
     @property
     def header(self) -> BlockHeaderAPI:
@@ -104,6 +116,7 @@ class BlockResult:
             receipts=tuple(r.encode() for r in self.receipts),
             commit=commit,
             state_writes=self.state_writes,
+            dev_extras=self.dev_extras.encode() if self.dev_extras else b"",
         )
 
 
@@ -127,12 +140,15 @@ class BlockExecutor:
             parent_beacon_block_root=env.parent_beacon_root,
         )
         try:
-            return self._execute(template, candidates, strict=False)
+            return self._execute(template, candidates, strict=False, overrides=env.overrides)
         except ValidationError as exc:
             raise InvalidBlock(template.block_number, ZERO_HASH, str(exc)) from exc
 
-    def import_block(self, block: BlockAPI) -> BlockResult:
-        """Re-execute a block made elsewhere; raise `InvalidBlock` unless every root matches."""
+    def import_block(self, block: BlockAPI, extras: DevExtras = NO_EXTRAS) -> BlockResult:
+        """Re-execute a block made elsewhere; raise `InvalidBlock` unless every root matches.
+
+        `extras` are the dev changes stored beside a dev chain's block (empty otherwise).
+        """
         claimed = block.header
         parent = self.reader.header_by_hash(claimed.parent_hash)
         if parent is None:
@@ -148,7 +164,10 @@ class BlockExecutor:
         fields = {name: getattr(claimed, name) for name in _CHOSEN_FIELDS if hasattr(claimed, name)}
         try:
             template = self.vm_class.create_header_from_parent(parent, **fields)
-            result = self._execute(template, block.transactions, strict=True)
+            txs = with_impersonation(
+                claimed.block_number, claimed.hash, block.transactions, extras.impersonated
+            )
+            result = self._execute(template, txs, strict=True, overrides=extras.overrides)
         except ValidationError as exc:
             raise InvalidBlock(claimed.block_number, claimed.hash, str(exc)) from exc
         computed = result.header
@@ -175,6 +194,7 @@ class BlockExecutor:
         candidates: Iterable[SignedTransactionAPI],
         *,
         strict: bool,
+        overrides: tuple[AccountOverride, ...] = (),
     ) -> BlockResult:
         overlay = StateOverlay(self.reader.store.state_db())
         chaindb = self.reader.evm_chaindb(overlay)
@@ -185,6 +205,8 @@ class BlockExecutor:
             consensus_context=ConsensusContext(overlay.db),
         )
         vm.block_preprocessing(vm.get_block())
+        if overrides:
+            apply_overrides(vm.state, overrides)
 
         header = vm.get_header()
         applied: list[SignedTransactionAPI] = []
@@ -194,6 +216,7 @@ class BlockExecutor:
         rejected: list[Rejected] = []
         deferred: list[SignedTransactionAPI] = []
         held_back: set[Address] = set()
+        impersonated: list[tuple[int, Address]] = []
 
         for tx in candidates:
             sender = tx.sender
@@ -219,7 +242,10 @@ class BlockExecutor:
                 continue
             header = vm.add_receipt_to_header(header, receipt)
             header = vm.increment_blob_gas_used(header, tx)
-            applied.append(tx)
+            spoofed_as = impersonated_sender(tx)
+            if spoofed_as is not None:
+                impersonated.append((len(applied), spoofed_as))
+            applied.append(unwrap(tx))
             receipts.append(receipt)
             computations.append(computation)
             senders.append(sender)
@@ -236,6 +262,7 @@ class BlockExecutor:
             state_writes=overlay.pending(),
             rejected=tuple(rejected),
             deferred=tuple(deferred),
+            dev_extras=DevExtras(overrides, tuple(impersonated)),
         )
 
 

@@ -17,6 +17,7 @@ from eth_keys.datatypes import PrivateKey
 from eth_typing import Address
 
 import cairn
+from cairn.consensus.devchain import DevChain
 from cairn.consensus.sequencer import ProducerConfig, Sequencer
 from cairn.execution.call import CallRunner
 from cairn.execution.chain import Chain, open_store
@@ -26,6 +27,7 @@ from cairn.genesis.model import Genesis
 from cairn.rpc.backend import Backend, RpcConfig
 from cairn.rpc.dispatch import Dispatcher, collect
 from cairn.rpc.eth import EthNamespace
+from cairn.rpc.live import LiveRpc
 from cairn.rpc.server import RpcServer
 from cairn.txpool.pool import TxPool
 
@@ -66,6 +68,7 @@ class Node:
         self.pool = TxPool(self.fork, genesis.chain_id, self.chain.head_view, self.store)
         self.producer: Sequencer | None = None
         self.rpc: RpcServer | None = None
+        self.live: LiveRpc | None = None
         self._stop = asyncio.Event()
         self._stopped = False
 
@@ -114,6 +117,11 @@ class Node:
                 ),
             )
             self.producer.start()
+        # Dev-chain control (rpc-live): restores the saved clock and impersonation settings
+        # before the sequencer's first block (nothing awaits in between).
+        dev_chain: DevChain | None = None
+        if self.settings.dev and self.producer is not None:
+            dev_chain = DevChain(self.chain, self.store, self.producer, self.pool, self.events)
         backend = Backend(
             chain=self.chain,
             pool=self.pool,
@@ -125,8 +133,14 @@ class Node:
             dev_mode=self.settings.dev,
             producer=self.producer,
             dev_keys=self.settings.dev_keys,
+            dev=dev_chain,
         )
-        methods = collect(EthNamespace(backend))
+        eth = EthNamespace(backend)
+        methods = collect(eth)
+        # Live RPC (rpc-live): filters, subscriptions, txpool_*, dev helpers.
+        self.live = LiveRpc(backend, eth)
+        methods.update(self.live.methods())
+        self.live.start()
         self.rpc = RpcServer(
             Dispatcher(methods, self.settings.rpc.batch_limit),
             self.settings.rpc,
@@ -160,6 +174,8 @@ class Node:
         log.info("shutting down: stopping RPC intake")
         if self.rpc is not None:
             await self.rpc.stop()
+        if self.live is not None:
+            await self.live.stop()
         if self.producer is not None:
             await self.producer.stop()
         self.writer.shutdown(wait=True)

@@ -61,7 +61,8 @@ class WsSession:
         self.remote = remote
         self.closed = False
         self.on_close: list[Callable[[], None]] = []
-        self._queue: asyncio.Queue[str] = asyncio.Queue(maxsize=10_000)
+        # geth closes a subscriber that falls 20,000 notifications behind; so do we
+        self._queue: asyncio.Queue[str] = asyncio.Queue(maxsize=20_000)
         self._closing: asyncio.Future[None] | None = None
 
     def notify(self, subscription: str, result: Any) -> None:
@@ -275,4 +276,11 @@ class RpcServer:
             return
         answer = await self.dispatcher.handle(payload, context=session)
         if answer is not None:
-            session.send_text(_dumps(answer))
+            text = _dumps(answer)
+            if len(text) > self.config.max_response_bytes:
+                text = error_body(
+                    LIMIT_EXCEEDED,
+                    f"response too large: {len(text)} bytes, limit "
+                    f"{self.config.max_response_bytes}",
+                )
+            session.send_text(text)
