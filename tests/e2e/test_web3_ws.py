@@ -85,7 +85,7 @@ async def _run(node: NodeProcess, emitter: str) -> None:
                         return -1
                 return int(rpc.call(node.url, "eth_blockNumber"), 16)
 
-            head = await wait_until_async(
+            head: int = await wait_until_async(
                 lambda: _positive(loop.run_in_executor(pool, all_mined)),
                 within=60,
                 message="every transaction of the script to be mined",
@@ -98,10 +98,11 @@ async def _run(node: NodeProcess, emitter: str) -> None:
                     {"address": emitter, "fromBlock": hex(first), "toBlock": hex(head)},
                 ),
             )
-        await wait_until_async(
-            lambda: len(heads) >= head - first + 1 and len(logs) >= len(expected_logs),
-            message="the subscriptions to catch up with the chain",
-        )
+
+        async def caught_up() -> bool:
+            return len(heads) >= head - first + 1 and len(logs) >= len(expected_logs)
+
+        await wait_until_async(caught_up, message="the subscriptions to catch up with the chain")
         consumer.cancel()
         assert await w3.eth.unsubscribe(heads_id) is True
         assert await w3.eth.unsubscribe(logs_id) is True

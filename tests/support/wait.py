@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar, cast
+from typing import TypeVar
 
 T = TypeVar("T")
 
@@ -35,23 +34,21 @@ def wait_until(
 
 
 async def wait_until_async(
-    condition: Callable[[], Awaitable[T | None]] | Callable[[], T | None],
+    condition: Callable[[], Awaitable[T | None]],
     *,
     within: float = 30.0,
     interval: float = 0.05,
     message: str = "condition",
 ) -> T:
-    """`wait_until` for asyncio tests (`within` seconds); `condition` may be async."""
+    """`wait_until` for asyncio tests: await `condition` until truthy, `within` seconds."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within
     last_error: Exception | None = None
     while True:
         try:
-            value = condition()
-            if inspect.isawaitable(value):
-                value = await value
+            value = await condition()
             if value:
-                return cast(T, value)
+                return value
         except Exception as exc:
             last_error = exc
         if loop.time() > deadline:
