@@ -121,8 +121,8 @@ class DevChain:
         self._seq.set_mining(automine=False, interval=seconds)
 
     async def mine(self, blocks: int = 1, *, interval: int | None = None) -> list[BlockCommitted]:
-        """Mine `blocks` blocks now, with whatever the pool holds; with `interval`, the clock
-        moves forward that many seconds before each block (as anvil_mine)."""
+        """Mine `blocks` blocks now, with whatever the pool holds; with `interval`, each block
+        is stamped exactly that many seconds after its parent (anvil_mine / hardhat_mine)."""
         if blocks < 0:
             raise InvalidDevRequest(f"number of blocks must not be negative, got {blocks}")
         if blocks > MAX_MINE_BLOCKS:
@@ -135,7 +135,7 @@ class DevChain:
         mined: list[BlockCommitted] = []
         for _ in range(blocks):
             if interval:
-                self._seq.clock.offset += interval
+                self._seq.clock.next_timestamp = self._chain.head.timestamp + interval
             event = await self._seq.produce(allow_empty=True)
             assert event is not None  # allow_empty always makes a block
             mined.append(event)
