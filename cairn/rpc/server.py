@@ -241,8 +241,10 @@ class RpcServer:
 
     # ------------------------------------------------------------ WebSocket
     async def _websocket(self, request: web.Request) -> web.StreamResponse:
+        # Up to twice the body limit a message gets a JSON-RPC error (the connection stays);
+        # beyond that aiohttp closes the connection with 1009 before reading it all.
         ws = web.WebSocketResponse(
-            max_msg_size=self.config.max_body_bytes, heartbeat=30.0, compress=False
+            max_msg_size=2 * self.config.max_body_bytes, heartbeat=30.0, compress=False
         )
         await ws.prepare(request)
         session = WsSession(ws, self._remote(request))
@@ -265,6 +267,15 @@ class RpcServer:
         return ws
 
     async def _ws_message(self, session: WsSession, text: str) -> None:
+        if len(text) > self.config.max_body_bytes:
+            session.send_text(
+                error_body(
+                    INVALID_REQUEST,
+                    f"request too large: {len(text)} bytes, limit "
+                    f"{self.config.max_body_bytes} (--rpc.max-body)",
+                )
+            )
+            return
         try:
             payload = json.loads(text)
         except ValueError as exc:

@@ -4,6 +4,7 @@ back through RPC, then again after the node was stopped and started on the same 
 from __future__ import annotations
 
 import time
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -199,13 +200,13 @@ def test_time_mining_snapshots_and_restart(tmp_path: Path) -> None:
         assert c("anvil_mine", 4, 10) is None
         assert c.number() == before + 7
         stamps = [int(c.block(n)["timestamp"], 16) for n in range(before + 3, before + 8)]
-        assert [b - a for a, b in zip(stamps, stamps[1:], strict=False)] == [10] * 4
+        assert [b - a for a, b in pairwise(stamps)] == [10] * 4
         assert c("hardhat_mine", "0x2") is None
         assert c.number() == before + 9
         assert c("anvil_setBlockTimestampInterval", 100) is None
         assert c("evm_mine", {"blocks": 2}) == "0x0"
         spaced = [int(c.block(c.number() - i)["timestamp"], 16) for i in (2, 1, 0)]
-        assert [b - a for a, b in zip(spaced, spaced[1:], strict=False)] == [100, 100]
+        assert [b - a for a, b in pairwise(spaced)] == [100, 100]
         assert c("anvil_removeBlockTimestampInterval") is True
         too_many = c.fails("anvil_mine", 1_000_000)
         assert too_many.code == -32602 and "at most" in too_many.message
@@ -227,6 +228,10 @@ def test_time_mining_snapshots_and_restart(tmp_path: Path) -> None:
         assert c("evm_setIntervalMining", 0) is None
         assert c("anvil_getAutomine") is False
         assert c("evm_setAutomine", True) is None
+        # with automine, a raw transaction is answered once it is mined, as Anvil does
+        nonce = int(c("eth_getTransactionCount", DEV0, "pending"), 16)
+        instant = c("eth_sendRawTransaction", sign(0, nonce, to=DEAD, value=1))
+        assert c("eth_getTransactionReceipt", instant)["status"] == "0x1"
 
         # snapshots: revert rewinds blocks, state, receipts and the clock
         offset = c("evm_increaseTime", 0)
