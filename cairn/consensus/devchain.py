@@ -25,7 +25,13 @@ from eth_typing import Address
 from cairn.consensus.sequencer import Sequencer
 from cairn.errors import InvalidDevRequest, InvalidTransaction
 from cairn.execution.chain import BlockCommitted, Chain
-from cairn.execution.devstate import AccountOverride, ImpersonatedTx, build_impersonated
+from cairn.execution.devstate import (
+    AccountOverride,
+    ImpersonatedTx,
+    build_impersonated,
+    impersonate,
+    unwrap,
+)
 from cairn.execution.events import ChainEvents
 from cairn.storage.store import ChainStore
 from cairn.txpool.pool import TxPool
@@ -68,6 +74,11 @@ class DevChain:
                 "interval": clock.interval,
                 "impersonated": sorted(bytes(a) for a in self.impersonated),
                 "auto": self.auto_impersonate,
+                # impersonated sends waiting for a block (manual or interval mining)
+                "queued": [
+                    [unwrap(tx).encode(), bytes(tx.sender)]
+                    for tx in self._seq.impersonated_pending()
+                ],
             }
         )
         return packed
@@ -83,11 +94,17 @@ class DevChain:
         clock.interval = data.get("interval")
         self.impersonated = {Address(bytes(a)) for a in data.get("impersonated", [])}
         self.auto_impersonate = bool(data.get("auto", False))
+        queued = data.get("queued", [])
+        for encoded, sender in queued:
+            tx = impersonate(self._chain.fork.decode_transaction(bytes(encoded)), Address(sender))
+            self._seq.submit_impersonated(tx).add_done_callback(_log_outcome)
         self._saved = raw
         log.info(
-            "dev settings restored: time offset %ds, %d impersonated accounts",
+            "dev settings restored: time offset %ds, %d impersonated accounts, "
+            "%d impersonated sends waiting",
             clock.offset,
             len(self.impersonated),
+            len(queued),
         )
 
     def save(self) -> None:
@@ -98,7 +115,8 @@ class DevChain:
             self._saved = raw
 
     def _on_block(self, event: BlockCommitted) -> None:
-        # a block may have consumed evm_setNextBlockTimestamp, which moves the clock offset
+        # a block may have consumed evm_setNextBlockTimestamp (moving the clock offset) or
+        # mined queued impersonated sends
         self.save()
 
     # ------------------------------------------------------------ mining
@@ -262,6 +280,7 @@ class DevChain:
         tx = build_impersonated(self._chain.fork, self._chain.chain_id, request)
         self._validate(tx, request)
         future = self._seq.submit_impersonated(tx)
+        self.save()  # durable before the answer, like the txpool journal
         if self._seq.automine:
             await future
         else:

@@ -150,6 +150,11 @@ def test_state_helpers_commit_blocks_that_survive_restart(tmp_path: Path) -> Non
         )
         assert "unknown account" in c.fails("eth_sign", WHALE, "0x00").message
 
+        # manual mining: an impersonated send waits for a block, durably
+        assert c("evm_setAutomine", False) is None
+        waiting = c("eth_sendTransaction", {"from": WHALE, "to": DEAD, "value": "0x2"})
+        assert c("eth_getTransactionReceipt", waiting) is None
+
         expected = {
             "whale": c.balance(WHALE),
             "code": c("eth_getCode", CONTRACT, "latest"),
@@ -163,11 +168,15 @@ def test_state_helpers_commit_blocks_that_survive_restart(tmp_path: Path) -> Non
     node.start()
     try:
         c = Client(node)
-        assert c.block()["hash"] == expected["head"]["hash"]
-        assert c.balance(WHALE) == expected["whale"]
+        # the start mines in automine mode again (--block-time), first the waiting send
+        mined = receipt(c.url, waiting)
+        assert mined["status"] == "0x1" and mined["from"] == WHALE.lower()
+        assert int(mined["blockNumber"], 16) == int(expected["head"]["number"], 16) + 1
+        assert c.block(int(expected["head"]["number"], 16))["hash"] == expected["head"]["hash"]
+        assert c.balance(WHALE) < expected["whale"] - 2
         assert c("eth_getCode", CONTRACT, "latest") == expected["code"]
         assert c("eth_getStorageAt", CONTRACT, "0x5", "latest") == expected["storage"]
-        assert c("eth_getTransactionCount", WHALE, "latest") == expected["nonce"]
+        assert c("eth_getTransactionCount", WHALE, "latest") == hex(int(expected["nonce"], 16) + 1)
         # impersonation survived the restart
         again = c("eth_sendTransaction", {"from": WHALE, "to": DEAD, "value": "0x1"})
         assert c("eth_getTransactionReceipt", again)["status"] == "0x1"
