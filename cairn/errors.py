@@ -81,5 +81,9 @@ class MirrorError(CairnError):
     """The Postgres mirror cannot use its database as it is (another chain, a newer schema)."""
 
 
+class InvalidDevRequest(CairnError):
+    """A dev-chain helper (evm_*, anvil_*, hardhat_*) was asked for something it cannot do."""
+
+
 class KeystoreError(CairnError):
     """A keystore file or its password cannot be used."""

@@ -25,6 +25,15 @@ from eth_typing import Address
 from eth_utils import ValidationError
 
 from cairn.errors import InvalidBlock
+from cairn.execution.devstate import (
+    NO_EXTRAS,
+    AccountOverride,
+    DevExtras,
+    apply_overrides,
+    impersonated_sender,
+    unwrap,
+    with_impersonation,
+)
 from cairn.execution.evmdb import StateOverlay
 from cairn.execution.forks import encode_header
 from cairn.execution.reader import ChainReader
@@ -69,6 +78,8 @@ class BlockEnv:
     extra_data: bytes = b""
     prev_randao: bytes = ZERO_HASH
     parent_beacon_root: bytes = ZERO_HASH
+    # Dev chains only: account changes applied before the block's transactions.
+    overrides: tuple[AccountOverride, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -90,6 +101,7 @@ class BlockResult:
     deferred: tuple[SignedTransactionAPI, ...] = field(default=())
     # Accounts execution read or wrote (py-evm's meta witness), internal transfers included.
     touched: tuple[Address, ...] = ()
+    dev_extras: DevExtras = NO_EXTRAS
 
     @property
     def header(self) -> BlockHeaderAPI:
@@ -108,6 +120,7 @@ class BlockResult:
             commit=commit,
             state_writes=self.state_writes,
             touched=tuple(bytes(a) for a in self.touched),
+            dev_extras=self.dev_extras.encode() if self.dev_extras else b"",
         )
 
 
@@ -131,12 +144,15 @@ class BlockExecutor:
             parent_beacon_block_root=env.parent_beacon_root,
         )
         try:
-            return self._execute(template, candidates, strict=False)
+            return self._execute(template, candidates, strict=False, overrides=env.overrides)
         except ValidationError as exc:
             raise InvalidBlock(template.block_number, ZERO_HASH, str(exc)) from exc
 
-    def import_block(self, block: BlockAPI) -> BlockResult:
-        """Re-execute a block made elsewhere; raise `InvalidBlock` unless every root matches."""
+    def import_block(self, block: BlockAPI, extras: DevExtras = NO_EXTRAS) -> BlockResult:
+        """Re-execute a block made elsewhere; raise `InvalidBlock` unless every root matches.
+
+        `extras` are the dev changes stored beside a dev chain's block (empty otherwise).
+        """
         claimed = block.header
         parent = self.reader.header_by_hash(claimed.parent_hash)
         if parent is None:
@@ -152,7 +168,10 @@ class BlockExecutor:
         fields = {name: getattr(claimed, name) for name in _CHOSEN_FIELDS if hasattr(claimed, name)}
         try:
             template = self.vm_class.create_header_from_parent(parent, **fields)
-            result = self._execute(template, block.transactions, strict=True)
+            txs = with_impersonation(
+                claimed.block_number, claimed.hash, block.transactions, extras.impersonated
+            )
+            result = self._execute(template, txs, strict=True, overrides=extras.overrides)
         except ValidationError as exc:
             raise InvalidBlock(claimed.block_number, claimed.hash, str(exc)) from exc
         computed = result.header
@@ -179,6 +198,7 @@ class BlockExecutor:
         candidates: Iterable[SignedTransactionAPI],
         *,
         strict: bool,
+        overrides: tuple[AccountOverride, ...] = (),
     ) -> BlockResult:
         overlay = StateOverlay(self.reader.store.state_db())
         chaindb = self.reader.evm_chaindb(overlay)
@@ -189,6 +209,8 @@ class BlockExecutor:
             consensus_context=ConsensusContext(overlay.db),
         )
         vm.block_preprocessing(vm.get_block())
+        if overrides:
+            apply_overrides(vm.state, overrides)
 
         header = vm.get_header()
         applied: list[SignedTransactionAPI] = []
@@ -198,6 +220,7 @@ class BlockExecutor:
         rejected: list[Rejected] = []
         deferred: list[SignedTransactionAPI] = []
         held_back: set[Address] = set()
+        impersonated: list[tuple[int, Address]] = []
 
         for tx in candidates:
             sender = tx.sender
@@ -224,7 +247,10 @@ class BlockExecutor:
             header = vm.add_receipt_to_header(header, receipt)
             if tx.type_id == BLOB_TX_TYPE:  # a header copy per transaction is costly; skip it
                 header = vm.increment_blob_gas_used(header, tx)
-            applied.append(tx)
+            spoofed_as = impersonated_sender(tx)
+            if spoofed_as is not None:
+                impersonated.append((len(applied), spoofed_as))
+            applied.append(unwrap(tx))
             receipts.append(receipt)
             computations.append(computation)
             senders.append(sender)
@@ -242,6 +268,7 @@ class BlockExecutor:
             rejected=tuple(rejected),
             deferred=tuple(deferred),
             touched=tuple(sorted(witness.accounts_queried)),
+            dev_extras=DevExtras(overrides, tuple(impersonated)),
         )
 
 

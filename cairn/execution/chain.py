@@ -18,9 +18,9 @@ from cairn.errors import InvalidBlock
 from cairn.execution.builder import BlockExecutor, BlockResult
 from cairn.execution.forks import Fork
 from cairn.execution.genesis import genesis_block
-from cairn.execution.reader import ChainReader
+from cairn.execution.reader import ChainReader, StoredBlock
 from cairn.genesis.model import Genesis
-from cairn.storage.store import ChainIdentity, ChainStore
+from cairn.storage.store import BlockKeys, ChainIdentity, ChainStore, Head
 
 
 @dataclass(frozen=True)
@@ -103,3 +103,35 @@ class Chain:
                 )
             self.store.commit_block(result.to_record(commit))
         return BlockCommitted(result, commit)
+
+    def rewind(
+        self, number: int, *, drop_snapshots_from: int | None = None
+    ) -> tuple[StoredBlock, ...]:
+        """Delete the blocks above `number` (dev chains: evm_revert) in one synced batch and
+        return them, oldest first. This rewrites local history; callers refuse it elsewhere."""
+        with self._commit_lock:
+            head = self.store.head
+            if number < 0 or number > head.number:
+                raise ValueError(f"cannot rewind to #{number}: the head is #{head.number}")
+            target = self.reader.header_by_number(number)
+            if target is None:
+                raise LookupError(f"block #{number} is missing from storage")
+            removed: list[StoredBlock] = []
+            for n in range(number + 1, head.number + 1):
+                stored = self.reader.block_by_number(n)
+                if stored is None:
+                    raise LookupError(f"block #{n} is missing from storage")
+                removed.append(stored)
+            self.store.rewind(
+                Head(number, target.hash),
+                [
+                    BlockKeys(
+                        b.header.block_number, b.header.hash, tuple(t.hash for t in b.transactions)
+                    )
+                    for b in removed
+                ],
+                drop_snapshots_from=drop_snapshots_from,
+            )
+            self.reader.forget_cached()
+            self._head_view = None
+        return tuple(removed)

@@ -41,10 +41,22 @@ class ChainReader:
         self.fork = fork
         self.chain_id = chain_id
         self._chain_context = ChainContext(chain_id)
-        self._header_cache = functools.lru_cache(maxsize=8192)(self._load_header)
-        self._block_cache = functools.lru_cache(maxsize=256)(self._load_block)
+        # Caches are keyed by (generation, number): a dev-chain rewind bumps the generation,
+        # so a block read concurrently with the rewind can never be served for its number.
+        self._generation = 0
+        self._header_cache = functools.lru_cache(maxsize=8192)(self._load_header_cached)
+        self._block_cache = functools.lru_cache(maxsize=256)(self._load_block_cached)
+
+    def forget_cached(self) -> None:
+        """Drop cached blocks after history was rewritten (dev-chain rewinds only)."""
+        self._generation += 1
+        self._header_cache.cache_clear()
+        self._block_cache.cache_clear()
 
     # ---------------------------------------------------------------- headers
+    def _load_header_cached(self, generation: int, number: int) -> BlockHeaderAPI:
+        return self._load_header(number)
+
     def _load_header(self, number: int) -> BlockHeaderAPI:
         raw = self.store.load_header(number)
         if raw is None:
@@ -55,7 +67,7 @@ class ChainReader:
         if number < 0 or number > self.store.head.number:
             return None
         try:
-            return self._header_cache(number)
+            return self._header_cache(self._generation, number)
         except KeyError:
             return None
 
@@ -74,6 +86,9 @@ class ChainReader:
         return self.store.head.number
 
     # ---------------------------------------------------------------- blocks
+    def _load_block_cached(self, generation: int, number: int) -> StoredBlock:
+        return self._load_block(number)
+
     def _load_block(self, number: int) -> StoredBlock:
         header = self._load_header(number)
         body = self.store.load_body(number)
@@ -93,7 +108,7 @@ class ChainReader:
         if number < 0 or number > self.store.head.number:
             return None
         try:
-            return self._block_cache(number)
+            return self._block_cache(self._generation, number)
         except KeyError:
             return None
 

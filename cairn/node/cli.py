@@ -44,6 +44,8 @@ def _rpc_config(opts: dict[str, Any], dev: bool) -> RpcConfig:
         logs_block_range=opts["rpc_logs_range"],
         batch_limit=opts["rpc_batch_limit"],
         max_body_bytes=opts["rpc_max_body"],
+        max_response_bytes=opts["rpc_max_response"],
+        filter_timeout=opts["rpc_filter_timeout"],
         rate_limit_per_second=0.0 if dev else opts["rpc_ratelimit"],
         cors_origins=cors or ("*",),
     )

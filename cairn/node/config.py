@@ -48,6 +48,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("rpc.batch-limit", int, 1_000, "most requests in one JSON-RPC batch"),
     Option("rpc.max-body", int, 16 * 1024 * 1024, "largest request body in bytes"),
     Option("rpc.ratelimit", float, 0.0, "requests per second per client IP (0 = off)"),
+    Option("rpc.max-response", int, 32 * 1024 * 1024, "largest response in bytes"),
+    Option("rpc.filter-timeout", float, 300.0, "seconds an unpolled filter lives (geth: 300)"),
     Option("producer.keystore", str, None, "keystore v3 file of the producer key", metavar="FILE"),
     Option("producer.password", str, None, "file holding the keystore password", metavar="FILE"),
     Option(

@@ -17,6 +17,7 @@ from eth_keys.datatypes import PrivateKey
 from eth_typing import Address
 
 import cairn
+from cairn.consensus.devchain import DevChain
 from cairn.consensus.sequencer import ProducerConfig, Sequencer
 from cairn.execution.call import CallRunner
 from cairn.execution.chain import Chain, open_store
@@ -31,6 +32,7 @@ from cairn.rpc.backend import Backend, RpcConfig
 from cairn.rpc.debug import DebugNamespace
 from cairn.rpc.dispatch import Dispatcher, collect
 from cairn.rpc.eth import EthNamespace
+from cairn.rpc.live import LiveRpc
 from cairn.rpc.proof import ProofNamespace
 from cairn.rpc.server import RpcServer
 from cairn.txpool.pool import TxPool
@@ -77,8 +79,10 @@ class Node:
         self.recovery: SenderRecovery | None = None
         self.metrics = new_registry()
         self.mirror: Mirror | None = None
+        self.live: LiveRpc | None = None
         self._stop = asyncio.Event()
         self._stopped = False
+        self._background: set[asyncio.Future[None]] = set()
 
     @property
     def mode(self) -> str:
@@ -125,8 +129,14 @@ class Node:
                 ),
             )
             self.producer.start()
+        # Dev-chain control (rpc-live): restores the saved clock and impersonation settings
+        # before the sequencer's first block (nothing awaits in between).
+        dev_chain: DevChain | None = None
+        if self.settings.dev and self.producer is not None:
+            dev_chain = DevChain(self.chain, self.store, self.producer, self.pool, self.events)
+        # Sender recovery on the second core; its worker starts in the background.
         self.recovery = SenderRecovery(self.fork.name)
-        await self.recovery.warm_up()
+        self._background.add(asyncio.ensure_future(self.recovery.warm_up()))
         backend = Backend(
             chain=self.chain,
             pool=self.pool,
@@ -139,6 +149,7 @@ class Node:
             producer=self.producer,
             dev_keys=self.settings.dev_keys,
             recovery=self.recovery,
+            dev=dev_chain,
         )
         # ---- Postgres mirror (issue #5): its own thread; blocks only wake it.
         if self.settings.mirror_url:
@@ -157,10 +168,16 @@ class Node:
             self.events.subscribe(lambda event: mirror.wake())
             self.mirror.start()
         # ---- end mirror
-        methods = collect(EthNamespace(backend))
+        eth = EthNamespace(backend)
+        methods = collect(eth)
         # debug_* tracing and raw data; eth_getProof and eth_createAccessList
         methods.update(collect(DebugNamespace(backend)))
         methods.update(collect(ProofNamespace(backend)))
+        # Live RPC (rpc-live): filters, subscriptions, txpool_*, dev helpers. After eth: it
+        # wraps eth_sendTransaction / eth_sendRawTransaction.
+        self.live = LiveRpc(backend, eth)
+        methods.update(self.live.methods())
+        self.live.start()
         self.rpc = RpcServer(
             Dispatcher(methods, self.settings.rpc.batch_limit),
             self.settings.rpc,
@@ -196,6 +213,8 @@ class Node:
         log.info("shutting down: stopping RPC intake")
         if self.rpc is not None:
             await self.rpc.stop()
+        if self.live is not None:
+            await self.live.stop()
         if self.producer is not None:
             await self.producer.stop()
         if self.recovery is not None:

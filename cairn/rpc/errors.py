@@ -7,6 +7,7 @@ from typing import Any
 from cairn.errors import (
     CairnError,
     ExecutionFailed,
+    InvalidDevRequest,
     InvalidTransaction,
     NotFound,
     TransactionReverted,
@@ -50,6 +51,8 @@ def from_exception(exc: BaseException) -> RpcError:
         return RpcError(EXECUTION_REVERTED, exc.message, "0x" + exc.data.hex())
     if isinstance(exc, InvalidTransaction):
         return RpcError(SERVER_ERROR, exc.reason)
+    if isinstance(exc, InvalidDevRequest):
+        return RpcError(INVALID_PARAMS, str(exc))
     if isinstance(exc, ExecutionFailed):
         return RpcError(SERVER_ERROR, str(exc))
     if isinstance(exc, NotFound):

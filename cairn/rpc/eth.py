@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 from eth.abc import BlockHeaderAPI, StateAPI
 from eth.vm.forks.london.headers import calculate_expected_base_fee_per_gas
 from eth_account import Account
-from eth_utils import keccak
+from eth_utils import keccak, to_checksum_address
 
 from cairn.execution.reader import StoredBlock
 from cairn.rpc import params
@@ -262,7 +262,7 @@ class EthNamespace:
             "data": call.data,
         }
         if call.to is not None:
-            fields["to"] = "0x" + call.to.hex()
+            fields["to"] = to_checksum_address(call.to)  # eth_account refuses lower case
         if tx.get("gasPrice") is not None:
             fields["gasPrice"] = params.quantity(tx["gasPrice"], 0, name="gasPrice")
         else:

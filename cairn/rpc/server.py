@@ -62,7 +62,8 @@ class WsSession:
         self.remote = remote
         self.closed = False
         self.on_close: list[Callable[[], None]] = []
-        self._queue: asyncio.Queue[str] = asyncio.Queue(maxsize=10_000)
+        # geth closes a subscriber that falls 20,000 notifications behind; so do we
+        self._queue: asyncio.Queue[str] = asyncio.Queue(maxsize=20_000)
         self._closing: asyncio.Future[None] | None = None
 
     def notify(self, subscription: str, result: Any) -> None:
@@ -241,8 +242,10 @@ class RpcServer:
 
     # ------------------------------------------------------------ WebSocket
     async def _websocket(self, request: web.Request) -> web.StreamResponse:
+        # Up to twice the body limit a message gets a JSON-RPC error (the connection stays);
+        # beyond that aiohttp closes the connection with 1009 before reading it all.
         ws = web.WebSocketResponse(
-            max_msg_size=self.config.max_body_bytes, heartbeat=30.0, compress=False
+            max_msg_size=2 * self.config.max_body_bytes, heartbeat=30.0, compress=False
         )
         await ws.prepare(request)
         session = WsSession(ws, self._remote(request))
@@ -265,6 +268,15 @@ class RpcServer:
         return ws
 
     async def _ws_message(self, session: WsSession, text: str) -> None:
+        if len(text) > self.config.max_body_bytes:
+            session.send_text(
+                error_body(
+                    INVALID_REQUEST,
+                    f"request too large: {len(text)} bytes, limit "
+                    f"{self.config.max_body_bytes} (--rpc.max-body)",
+                )
+            )
+            return
         try:
             payload = decode_json(text)
         except ValueError as exc:
@@ -276,4 +288,11 @@ class RpcServer:
             return
         answer = await self.dispatcher.handle(payload, context=session)
         if answer is not None:
-            session.send_text(_dumps(answer))
+            text = _dumps(answer)
+            if len(text) > self.config.max_response_bytes:
+                text = error_body(
+                    LIMIT_EXCEEDED,
+                    f"response too large: {len(text)} bytes, limit "
+                    f"{self.config.max_response_bytes}",
+                )
+            session.send_text(text)

@@ -12,6 +12,10 @@ Layout (one-byte prefix, then a fixed-width body, so prefixes never collide):
     T<hash:32>              transaction hash -> msgpack [number, index]
     S<hash:32>              state trie node or contract code, keyed by its keccak
     P<hash:32>              txpool journal: a raw transaction accepted and not yet mined
+    O<number:8>             dev chains only: state overrides / impersonated senders of the block
+    D<id:8>                 dev chains only: an evm_snapshot (the head it names, clock settings)
+    mdev-settings           dev chains only: clock offset, impersonated accounts (msgpack)
+    mdev-snapshot-seq       dev chains only: the next evm_snapshot id
 """
 
 from __future__ import annotations
@@ -28,11 +32,15 @@ _HASH_TO_NUMBER = b"N"
 _TX_LOOKUP = b"T"
 STATE_PREFIX = b"S"
 JOURNAL_PREFIX = b"P"
+_DEV_EXTRAS = b"O"
+DEV_SNAPSHOT_PREFIX = b"D"
 
 SCHEMA_VERSION_KEY = _META + b"schema-version"
 GENESIS_HASH_KEY = _META + b"genesis-hash"
 CHAIN_ID_KEY = _META + b"chain-id"
 HEAD_KEY = _META + b"head"
+DEV_SETTINGS_KEY = _META + b"dev-settings"
+DEV_SNAPSHOT_SEQ_KEY = _META + b"dev-snapshot-seq"
 
 
 def _number(n: int) -> bytes:
@@ -81,6 +89,14 @@ def state_key(node_hash: bytes) -> bytes:
 
 def journal_key(tx_hash: bytes) -> bytes:
     return JOURNAL_PREFIX + _hash(tx_hash)
+
+
+def dev_extras_key(number: int) -> bytes:
+    return _DEV_EXTRAS + _number(number)
+
+
+def dev_snapshot_key(snapshot_id: int) -> bytes:
+    return DEV_SNAPSHOT_PREFIX + _number(snapshot_id)
 
 
 def encode_number(n: int) -> bytes:

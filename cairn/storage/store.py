@@ -37,6 +37,7 @@ class BlockRecord:
     state_writes: Mapping[bytes, bytes] = field(default_factory=dict)
     # Every account the block's execution read or wrote (the Postgres mirror refreshes these).
     touched: tuple[bytes, ...] = ()
+    dev_extras: bytes = b""  # dev chains: encoded state overrides / impersonated senders
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,15 @@ class StoredBody:
     transactions: tuple[bytes, ...]
     senders: tuple[bytes, ...]
     withdrawals: tuple[bytes, ...]
+
+
+@dataclass(frozen=True)
+class BlockKeys:
+    """What indexes a stored block: needed to delete it again (dev-chain rewinds)."""
+
+    number: int
+    block_hash: bytes
+    tx_hashes: tuple[bytes, ...]
 
 
 @dataclass(frozen=True)
@@ -225,10 +235,90 @@ class ChainStore:
         put(schema.commit_key(n), record.commit)
         if record.touched:  # absent means "not recorded", never "touched nothing"
             put(schema.touched_key(n), schema.encode_addresses(record.touched))
+        if record.dev_extras:
+            put(schema.dev_extras_key(n), record.dev_extras)
         put(schema.hash_to_number_key(record.block_hash), schema.encode_number(n))
         for index, tx_hash in enumerate(record.tx_hashes):
             put(schema.tx_lookup_key(tx_hash), msgpack.packb((n, index)))
         put(schema.HEAD_KEY, schema.encode_head(n, record.block_hash))
+
+    # ---------------------------------------------------------------- dev chains
+    def rewind(
+        self,
+        new_head: Head,
+        removed: Iterable[BlockKeys],
+        *,
+        drop_snapshots_from: int | None = None,
+    ) -> None:
+        """Delete every block above `new_head` and make it the head, in one synced batch.
+
+        Dev chains only (evm_revert): this rewrites local history. `removed` must name exactly
+        the blocks above `new_head`; their state trie nodes stay (content-addressed, possibly
+        shared with kept blocks). Snapshots with ids >= `drop_snapshots_from` go in the same
+        batch.
+        """
+        head = self.head
+        blocks = sorted(removed, key=lambda b: b.number)
+        wanted = list(range(new_head.number + 1, head.number + 1))
+        if [b.number for b in blocks] != wanted:
+            raise ValueError(
+                f"rewind to #{new_head.number} from head #{head.number} must remove exactly "
+                f"blocks {new_head.number + 1}..{head.number}"
+            )
+        stored = self._db.get(schema.hash_to_number_key(new_head.block_hash))
+        if stored is None or schema.decode_number(stored) != new_head.number:
+            raise ValueError(f"rewind target #{new_head.number} is not a stored block")
+        with self._write_lock, self._db.write_batch(transaction=True, sync=True) as batch:
+            for b in blocks:
+                n = b.number
+                for key in (
+                    schema.header_key(n),
+                    schema.body_key(n),
+                    schema.receipts_key(n),
+                    schema.commit_key(n),
+                    schema.dev_extras_key(n),
+                    schema.hash_to_number_key(b.block_hash),
+                ):
+                    batch.delete(key)
+                for tx_hash in b.tx_hashes:
+                    batch.delete(schema.tx_lookup_key(tx_hash))
+            if drop_snapshots_from is not None:
+                start = schema.dev_snapshot_key(drop_snapshots_from)
+                with self._db.iterator(
+                    prefix=schema.DEV_SNAPSHOT_PREFIX, include_value=False
+                ) as it:
+                    for key in it:
+                        if key >= start:
+                            batch.delete(key)
+            batch.put(schema.HEAD_KEY, schema.encode_head(new_head.number, new_head.block_hash))
+        self._head = new_head
+
+    def load_dev_extras(self, number: int) -> bytes | None:
+        value: bytes | None = self._db.get(schema.dev_extras_key(number))
+        return value
+
+    def save_dev_settings(self, raw: bytes) -> None:
+        with self._write_lock:
+            self._db.put(schema.DEV_SETTINGS_KEY, raw, sync=True)
+
+    def load_dev_settings(self) -> bytes | None:
+        value: bytes | None = self._db.get(schema.DEV_SETTINGS_KEY)
+        return value
+
+    def save_dev_snapshot(self, raw: bytes) -> int:
+        """Store an evm_snapshot record under the next id (never reused) and return the id."""
+        with self._write_lock, self._db.write_batch(transaction=True, sync=True) as batch:
+            seq = self._db.get(schema.DEV_SNAPSHOT_SEQ_KEY)
+            snapshot_id = schema.decode_number(seq) if seq is not None else 0
+            batch.put(schema.dev_snapshot_key(snapshot_id), raw)
+            batch.put(schema.DEV_SNAPSHOT_SEQ_KEY, schema.encode_number(snapshot_id + 1))
+        return snapshot_id
+
+    def load_dev_snapshot(self, snapshot_id: int) -> bytes | None:
+        if snapshot_id < 0 or snapshot_id >= 2**64:
+            return None
+        value: bytes | None = self._db.get(schema.dev_snapshot_key(snapshot_id))
+        return value
 
     # ---------------------------------------------------------------- txpool journal
     def save_journal(self, entries: Iterable[tuple[bytes, bytes]]) -> None:

@@ -259,6 +259,28 @@ class TxPool:
             self._journal.delete_journal(stale)
         return kept, dropped
 
+    def reset(self) -> tuple[int, int]:
+        """Re-check every pooled transaction against the current head (after a dev-chain
+        rewind); keep what is still valid, drop the rest from pool and journal."""
+        raws = [entry.tx.raw for entry in sorted(self._by_hash.values(), key=lambda e: e.seq)]
+        self._senders.clear()
+        self._by_hash.clear()
+        kept = dropped = 0
+        stale: list[bytes] = []
+        for result in self.add_many(raws, journal=False):
+            if result.error is None:
+                kept += 1
+                continue
+            dropped += 1
+            if result.error.tx_hash is not None:
+                stale.append(result.error.tx_hash)
+                log.info(
+                    "txpool reset: dropping 0x%s: %s", result.error.tx_hash.hex(), result.error
+                )
+        if stale:
+            self._journal.delete_journal(stale)
+        return kept, dropped
+
     # ---------------------------------------------------------------- block production
     def executable(self, base_fee: int) -> Iterator[DecodedTx]:
         """Executable transactions, best effective tip first, nonce order within a sender."""
