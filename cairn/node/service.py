@@ -15,14 +15,19 @@ from typing import Any
 from aiohttp import web
 from eth_keys.datatypes import PrivateKey
 from eth_typing import Address
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 import cairn
+from cairn.consensus.follower import Follower
 from cairn.consensus.sequencer import ProducerConfig, Sequencer
 from cairn.execution.call import CallRunner
 from cairn.execution.chain import Chain, open_store
 from cairn.execution.events import ChainEvents
 from cairn.execution.forks import fork_named
 from cairn.genesis.model import Genesis
+from cairn.node.p2p_wiring import P2PLink
+from cairn.p2p.api import P2PConfig
+from cairn.rpc.admin import AdminNamespace
 from cairn.rpc.backend import Backend, RpcConfig
 from cairn.rpc.dispatch import Dispatcher, collect
 from cairn.rpc.eth import EthNamespace
@@ -46,6 +51,7 @@ class NodeSettings:
     block_time: float | None = None
     dev: bool = False
     dev_keys: dict[Address, bytes] = field(default_factory=dict)
+    p2p: P2PConfig | None = None
 
 
 class Node:
@@ -66,6 +72,9 @@ class Node:
         self.pool = TxPool(self.fork, genesis.chain_id, self.chain.head_view, self.store)
         self.producer: Sequencer | None = None
         self.rpc: RpcServer | None = None
+        self.registry = CollectorRegistry()
+        self.follower: Follower | None = None
+        self.p2p: P2PLink | None = None
         self._stop = asyncio.Event()
         self._stopped = False
 
@@ -114,6 +123,23 @@ class Node:
                 ),
             )
             self.producer.start()
+        # ---- p2p and full-node following (issue #4) ----
+        self.follower = Follower(
+            self.chain, self.pool, self.events, self.writer, importing=self.producer is None
+        )
+        if self.settings.p2p is not None:
+            self.p2p = P2PLink(
+                self.settings.p2p,
+                self.chain,
+                self.pool,
+                self.events,
+                self.follower,
+                self.registry,
+                producer=self.producer is not None,
+            )
+            await self.p2p.start()
+        self.follower.start()
+        # ---- end p2p ----
         backend = Backend(
             chain=self.chain,
             pool=self.pool,
@@ -125,8 +151,12 @@ class Node:
             dev_mode=self.settings.dev,
             producer=self.producer,
             dev_keys=self.settings.dev_keys,
+            peer_count=self.p2p.service.peer_count if self.p2p else (lambda: 0),
+            syncing=self.follower.syncing,
         )
         methods = collect(EthNamespace(backend))
+        if self.p2p is not None:
+            methods |= collect(AdminNamespace(self.p2p.service, self.chain, CLIENT_VERSION))
         self.rpc = RpcServer(
             Dispatcher(methods, self.settings.rpc.batch_limit),
             self.settings.rpc,
@@ -137,6 +167,7 @@ class Node:
                 ("GET", "/health", self._health),
                 ("GET", "/healthz", self._healthz),
                 ("GET", "/status", self._status),
+                ("GET", "/metrics", self._metrics),
             ],
         )
         await self.rpc.start()
@@ -160,6 +191,10 @@ class Node:
         log.info("shutting down: stopping RPC intake")
         if self.rpc is not None:
             await self.rpc.stop()
+        if self.p2p is not None:
+            await self.p2p.stop()
+        if self.follower is not None:
+            await self.follower.stop()
         if self.producer is not None:
             await self.producer.stop()
         self.writer.shutdown(wait=True)
@@ -196,6 +231,23 @@ class Node:
             "txpool": {"pending": pending, "queued": queued},
             "uptimeSeconds": round(time.time() - self.started_at, 1),
             "version": CLIENT_VERSION,
+            "syncing": self.follower.syncing() if self.follower else False,
+            "p2p": self._p2p_status(),
+        }
+
+    def _p2p_status(self) -> dict[str, Any] | None:
+        if self.p2p is None:
+            return None
+        node = self.p2p.service.node_info()
+        return {
+            "peerId": node.peer_id,
+            "listenAddrs": list(node.listen_addrs),
+            "peers": [
+                {"id": p.peer_id, "head": p.head, "addr": p.listen_addr, "score": p.score}
+                for p in self.p2p.service.peers()
+            ],
+            "banned": list(node.banned),
+            "stats": node.stats,
         }
 
     async def _health(self, request: web.Request) -> web.Response:
@@ -206,6 +258,10 @@ class Node:
         return web.json_response(
             {k: status[k] for k in ("ok", "mode", "chainId", "blockNumber", "healthy")}
         )
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        body = generate_latest(self.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def _status(self, request: web.Request) -> web.Response:
         return web.Response(text=json.dumps(self._status_json()), content_type="application/json")
