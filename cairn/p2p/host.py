@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
+import socket
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, replace
@@ -25,8 +26,7 @@ from libp2p.crypto.ed25519 import create_new_key_pair as ed25519_key_pair
 from libp2p.crypto.x25519 import create_new_key_pair as x25519_key_pair
 from libp2p.custom_types import TProtocol
 from libp2p.discovery.events.peerDiscovery import peerDiscovery
-from libp2p.discovery.mdns.mdns import create_mdns_discovery
-from libp2p.host.basic_host import BasicHost
+from libp2p.discovery.mdns.mdns import MDNSDiscovery, create_mdns_discovery
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
 from libp2p.pubsub.gossipsub import GossipSub
@@ -67,6 +67,26 @@ DISCOVERY_INTERVAL = 2.0
 PEER_EXCHANGE_INTERVAL = 10.0
 STATUS_REFRESH_INTERVAL = 2.0
 REFUSED_BACKOFF = 60.0
+
+
+def advertised_ip(listen_addr: str) -> str:
+    """The IP other hosts on the LAN reach us at, when we listen on every interface."""
+    if listen_addr not in ("0.0.0.0", ""):
+        return listen_addr
+    # A UDP connect sends nothing; it only asks the kernel which source IP the mDNS group
+    # would be reached from.
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.connect(("224.0.0.251", 5353))
+            ip: str = probe.getsockname()[0]
+            if ip and not ip.startswith("0."):
+                return ip
+    except OSError:
+        pass
+    try:
+        return socket.gethostbyname(socket.gethostname())
+    except OSError:
+        return "127.0.0.1"
 
 
 class NoPeer(CairnError):
@@ -147,6 +167,7 @@ class Network:
         self._refused: dict[ID, float] = {}
         self._bootnodes: list[PeerInfo] = []
         self._nursery: trio.Nursery | None = None
+        self._mdns: MDNSDiscovery | None = None
         self._outbox_send, self._outbox_recv = trio.open_memory_channel[tuple[str, bytes]](
             OUTBOX_SIZE
         )
@@ -213,15 +234,6 @@ class Network:
         host.set_stream_handler(TProtocol(m.STATUS_PROTOCOL), self._serve_status)
         host.set_stream_handler(self.sync_protocol, self._serve_sync)
         host.get_network().register_notifee(_Notifee(self))
-        if self.config.mdns:
-            assert isinstance(host, BasicHost)
-            host.mDNS = create_mdns_discovery(
-                host.get_network(),
-                port=self.config.port,
-                host=host,
-                private_network_fingerprint=f"cairn{self.chain.chain_id}",
-            )
-            peerDiscovery.register_peer_discovered_handler(self._on_mdns_peer)
         try:
             async with (
                 host.run([listen]),
@@ -233,6 +245,8 @@ class Network:
                 await pubsub.wait_until_ready()
                 await self._subscribe_topics()
                 self._record_listen_addrs()
+                if self.config.mdns:
+                    self._start_mdns()
                 nursery.start_soon(self._publisher)
                 nursery.start_soon(self._discovery_loop)
                 nursery.start_soon(self._status_loop)
@@ -248,8 +262,27 @@ class Network:
             raise
         finally:
             self._nursery = None
-            if self.config.mdns:
+            if self._mdns is not None:
                 peerDiscovery.unregister_peer_discovered_handler(self._on_mdns_peer)
+                try:
+                    self._mdns.stop()
+                except Exception as exc:
+                    log.debug("stopping mDNS: %s", exc)
+                self._mdns = None
+
+    def _start_mdns(self) -> None:
+        ip = advertised_ip(self.config.listen_addr)
+        # Advertise a dialable address: py-libp2p would advertise the 0.0.0.0 listener
+        # itself, and peers would dial their own host.
+        self._mdns = create_mdns_discovery(
+            self.host.get_network(),
+            port=self.listen_port,
+            listen_addrs=[f"/ip4/{ip}/tcp/{self.listen_port}"],
+            private_network_fingerprint=f"cairn{self.chain.chain_id}",
+        )
+        peerDiscovery.register_peer_discovered_handler(self._on_mdns_peer)
+        self._mdns.start()
+        log.info("mDNS discovery on, advertising /ip4/%s/tcp/%d", ip, self.listen_port)
 
     def _record_listen_addrs(self) -> None:
         addrs = [str(a) for a in self.host.get_addrs()]
