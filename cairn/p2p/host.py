@@ -27,6 +27,7 @@ from libp2p.crypto.x25519 import create_new_key_pair as x25519_key_pair
 from libp2p.custom_types import TProtocol
 from libp2p.discovery.events.peerDiscovery import peerDiscovery
 from libp2p.discovery.mdns.mdns import MDNSDiscovery, create_mdns_discovery
+from libp2p.network.config import ConnectionConfig
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
 from libp2p.pubsub.gossipsub import GossipSub
@@ -87,6 +88,20 @@ def advertised_ip(listen_addr: str) -> str:
         return socket.gethostbyname(socket.gethostname())
     except OSError:
         return "127.0.0.1"
+
+
+def _connection_limits(max_peers: int) -> ConnectionConfig:
+    # py-libp2p's connection manager aims for 150-250 connections and its auto-connector
+    # dials every peer in the peerstore to get there. Scale it to --p2p.maxpeers instead:
+    # it then tops up to about max_peers, prunes only far above, and our handshake still
+    # enforces the exact limit (and refuses foreign or banned peers).
+    return ConnectionConfig(
+        max_connections=2 * max_peers + 8,
+        min_connections=0,
+        low_watermark=0,
+        high_watermark=2 * max_peers,
+        max_connections_per_peer=2,
+    )
 
 
 class NoPeer(CairnError):
@@ -205,6 +220,7 @@ class Network:
                 sec_opt=security,
                 muxer_opt={TProtocol(YAMUX_PROTOCOL_ID): Yamux},
                 listen_addrs=[listen],
+                connection_config=_connection_limits(self.config.max_peers),
             )
             router = GossipSub(
                 [TProtocol("/meshsub/1.1.0"), TProtocol("/meshsub/1.0.0")],
@@ -365,6 +381,7 @@ class Network:
                 ", ".join(f"{k} x{n}" for k, n in sorted(self.scores.faults(pid).items())),
             )
             self.pubsub.add_to_blacklist(peer)
+            self._forget(peer)
             self._drop_peer(peer)
             if self._nursery is not None:
                 self._nursery.start_soon(self._disconnect, peer)
@@ -413,6 +430,14 @@ class Network:
             self._drop_peer(peer)
             log.info("peer %s disconnected", peer.to_base58())
 
+    def _forget(self, peer: ID) -> None:
+        """Drop a peer's addresses so neither we nor py-libp2p's auto-connector redial it."""
+        self._known.pop(peer, None)
+        try:
+            self.host.get_peerstore().clear_addrs(peer)
+        except Exception as exc:
+            log.debug("clearing addresses of %s: %s", peer, exc)
+
     def _drop_peer(self, peer: ID) -> None:
         if self._peers.pop(peer, None) is not None:
             self.metrics.peers.set(len(self._peers))
@@ -460,10 +485,16 @@ class Network:
         mismatch = self.our_status().mismatch(theirs)
         if mismatch is not None:
             self._refused[peer] = time.monotonic()
-            self._known.pop(peer, None)
+            self._forget(peer)
             self.stats["refused_mismatch"] += 1
             self.metrics.refused.labels("network-mismatch").inc()
-            log.warning("refused peer %s at %s: %s", pid, remote_addr, mismatch)
+            log.warning(
+                "refused peer %s at %s: %s (it runs another network: give every node the "
+                "same genesis.json, or drop it from --bootnodes)",
+                pid,
+                remote_addr,
+                mismatch,
+            )
             # Give their side a moment to read our status and log the same, then hang up.
             await self._disconnect(peer, delay=0.5)
             return

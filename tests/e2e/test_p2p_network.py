@@ -8,7 +8,6 @@ balances; peer figures are right; a full node killed with -9 catches up with no 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 

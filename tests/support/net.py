@@ -118,7 +118,7 @@ def metric(node: NodeProcess, name: str, **labels: str) -> float:
     """One sample of the node's /metrics (0 when absent)."""
     with urllib.request.urlopen(node.url + "/metrics", timeout=5) as response:
         text = response.read().decode()
-    want = ",".join(f'{k}="{v}"' for k, v in labels.items())  # in the order declared
+    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))  # as exposed
     pattern = re.escape(name) + (r"\{" + re.escape(want) + r"\}" if want else "") + r" (\S+)"
     total = 0.0
     for match in re.finditer(r"^" + pattern + r"$", text, re.MULTILINE):
