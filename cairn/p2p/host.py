@@ -654,7 +654,12 @@ class Network:
     def _on_mdns_peer(self, info: PeerInfo) -> None:
         # Called on zeroconf's thread: hop onto trio before touching any state.
         with contextlib.suppress(BridgeClosed):
-            self.thread.submit(self._learn, info.peer_id, [str(a) for a in info.addrs])
+            self.thread.submit(self._learn_mdns, info.peer_id, [str(a) for a in info.addrs])
+
+    def _learn_mdns(self, peer: ID, addrs: list[str]) -> None:
+        if peer != self.peer_id and peer not in self._known:
+            log.info("mDNS: found peer %s at %s", peer.to_base58(), ", ".join(addrs))
+        self._learn(peer, addrs)
 
     def _learn(self, peer: ID, addrs: list[str]) -> None:
         if peer == self.peer_id or not addrs:
