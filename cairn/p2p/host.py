@@ -180,6 +180,7 @@ class Network:
         self._handshaking: set[ID] = set()
         self._known: dict[ID, str] = {}  # dialable addresses learned from PX and mDNS
         self._refused: dict[ID, float] = {}
+        self._dial_backoff: dict[ID, tuple[int, float]] = {}
         self._bootnodes: list[PeerInfo] = []
         self._nursery: trio.Nursery | None = None
         self._mdns: MDNSDiscovery | None = None
@@ -727,11 +728,25 @@ class Network:
             await trio.sleep(DISCOVERY_INTERVAL)
 
     async def _dial(self, info: PeerInfo) -> None:
+        peer = info.peer_id
+        failures, not_before = self._dial_backoff.get(peer, (0, 0.0))
+        if time.monotonic() < not_before:
+            return
+        # py-libp2p refuses to redial a peer for 60 s after one failed dial ("negative
+        # cache"); a bootnode that starts a second after us would wait a minute. We pace
+        # our own redials (2 s doubling to 30 s), so lift its block first.
+        network = self.host.get_network()
+        unblock = getattr(network, "unblock_peer", None)
+        if unblock is not None:
+            unblock(peer)
         try:
             with trio.fail_after(DIAL_TIMEOUT):
                 await self.host.connect(info)
+            self._dial_backoff.pop(peer, None)
         except (Exception, trio.TooSlowError) as exc:
-            log.debug("dial %s failed: %s", info.peer_id.to_base58(), exc)
+            delay = min(DISCOVERY_INTERVAL * 2**failures, 30.0)
+            self._dial_backoff[peer] = (failures + 1, time.monotonic() + delay)
+            log.debug("dial %s failed (next try in %.0fs): %s", peer.to_base58(), delay, exc)
 
     # ------------------------------------------------------------ snapshots for the core
     def _update_snapshots(self) -> None:
