@@ -97,6 +97,11 @@ class TrioThread:
         self._token = None
 
     @property
+    def failure(self) -> BaseException | None:
+        """What ended the trio thread, if it ended by an error."""
+        return self._error
+
+    @property
     def running(self) -> bool:
         return self._token is not None and self._thread is not None and self._thread.is_alive()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -89,7 +90,7 @@ def head(node: NodeProcess) -> tuple[int, str]:
     return int(block["number"], 16), str(block["hash"])
 
 
-def wait_same_head(nodes: list[NodeProcess], at_least: int = 0, timeout: float = 60.0) -> str:
+def wait_same_head(nodes: Sequence[NodeProcess], at_least: int = 0, timeout: float = 60.0) -> str:
     """Wait until every node's head is the same block (number >= at_least); its hash."""
 
     def agreed() -> str | None:
