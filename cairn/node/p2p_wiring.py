@@ -84,6 +84,11 @@ class GossipRouter:
     async def on_consensus(self, data: bytes) -> bool:
         return False  # no BFT engine on this node: nothing to judge, nothing relayed
 
+    def on_new_peer(self, peer_id: str) -> None:
+        # Transactions that were pooled while nobody listened (journal restore, a lost
+        # connection) reach the newcomer too, as geth announces its pool to new peers.
+        self._relay.rebroadcast_soon()
+
 
 class P2PLink:
     def __init__(

@@ -36,6 +36,10 @@ class GossipHandlers(Protocol):
 
     async def on_consensus(self, data: bytes) -> bool: ...
 
+    def on_new_peer(self, peer_id: str) -> None:
+        """A peer passed the handshake (called on the core loop)."""
+        ...
+
 
 @dataclass(frozen=True)
 class P2PConfig:

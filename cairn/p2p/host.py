@@ -178,6 +178,7 @@ class Network:
         # Only state below is touched from the trio thread; the core reads the snapshots.
         self._peers: dict[ID, _Peer] = {}
         self._handshaking: set[ID] = set()
+        self._status_ok: set[ID] = set()  # sent us a matching status (their handshake)
         self._known: dict[ID, str] = {}  # dialable addresses learned from PX and mDNS
         self._refused: dict[ID, float] = {}
         self._dial_backoff: dict[ID, tuple[int, float]] = {}
@@ -418,6 +419,8 @@ class Network:
             if self._nursery is not None:
                 self._nursery.start_soon(self._disconnect, peer)
             return
+        if self.pubsub.is_peer_blacklisted(peer):
+            self.pubsub.remove_from_blacklist(peer)  # its ban has expired
         if peer in self._peers or peer in self._handshaking or self._nursery is None:
             return
         self._handshaking.add(peer)
@@ -427,6 +430,7 @@ class Network:
         peer = conn.muxed_conn.peer_id
         if self.host.get_network().connections.get(peer):
             return  # another connection to the same peer is still up
+        self._status_ok.discard(peer)
         if peer in self._peers:
             self._drop_peer(peer)
             log.info("peer %s disconnected", peer.to_base58())
@@ -533,6 +537,7 @@ class Network:
             "inbound" if inbound else "outbound",
             theirs.head,
         )
+        self.thread.notify_core(self.handlers.on_new_peer, pid)
         if self.config.discovery and self._nursery is not None:
             self._nursery.start_soon(self._exchange_peers, peer)
 
@@ -540,8 +545,13 @@ class Network:
         try:
             with trio.fail_after(HANDSHAKE_TIMEOUT):
                 raw = await read_varint_prefixed_bytes_limited(stream, m.MAX_STATUS_BYTES)
-                m.Status.decode(raw)
-                await stream.write(encode_varint_prefixed(self.our_status().encode()))
+                theirs = m.Status.decode(raw)
+                ours = self.our_status()
+                await stream.write(encode_varint_prefixed(ours.encode()))
+                if ours.mismatch(theirs) is None:
+                    # Our own handshake with them may still be in flight; their sync
+                    # requests (peer exchange first of all) are welcome already.
+                    self._status_ok.add(stream.muxed_conn.peer_id)
         except (Exception, trio.TooSlowError) as exc:
             log.debug("status request failed: %s", exc)
         finally:
@@ -554,7 +564,7 @@ class Network:
             with trio.fail_after(REQUEST_TIMEOUT):
                 raw = await read_varint_prefixed_bytes_limited(stream, m.MAX_REQUEST_BYTES)
                 request = m.SyncRequest.decode(raw)
-                if peer not in self._peers:
+                if peer not in self._peers and peer not in self._status_ok:
                     return
                 if request.kind == "status":
                     answer = self.our_status().encode()

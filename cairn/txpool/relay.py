@@ -21,6 +21,9 @@ from cairn.txpool.pool import TxPool
 
 BATCH_INTERVAL_SECONDS = 0.075
 REMEMBERED_GOSSIP = 65_536
+# A newly connected peer gets our pool after its gossip subscriptions had time to arrive.
+REBROADCAST_DELAY_SECONDS = 1.0
+MAX_REBROADCAST = 8192
 # Refusals that depend on the receiver's state or timing, so an honest peer can cause them
 # (it saw other state, or the block raced the gossip). Everything else is the sender's fault.
 _STATE_DEPENDENT = (
@@ -51,6 +54,7 @@ class TxRelay:
         self._outbox: list[bytes] = []
         self._from_gossip: OrderedDict[bytes, None] = OrderedDict()
         self._flush_handle: asyncio.TimerHandle | None = None
+        self._rebroadcast_handle: asyncio.TimerHandle | None = None
         self.sent = 0
         self.received = 0
         pool.subscribe(self._on_admitted)
@@ -71,6 +75,20 @@ class TxRelay:
             self.sent += len(batch)
             self._publish(batch)
 
+    def rebroadcast_soon(self, delay: float = REBROADCAST_DELAY_SECONDS) -> None:
+        """Publish the whole pool once, shortly (a burst of new peers causes one)."""
+        if self._rebroadcast_handle is None:
+            loop = asyncio.get_running_loop()
+            self._rebroadcast_handle = loop.call_later(delay, self._rebroadcast)
+
+    def _rebroadcast(self) -> None:
+        self._rebroadcast_handle = None
+        pending, queued = self._pool.content()
+        raws = [d.raw for group in (pending, queued) for txs in group.values() for d in txs]
+        if raws:
+            self.sent += len(raws[:MAX_REBROADCAST])
+            self._publish(raws[:MAX_REBROADCAST])
+
     def admit_gossip(self, raws: list[bytes]) -> bool:
         """Admit a gossiped batch; raise the first sender-fault error (to penalise the peer)."""
         for raw in raws:
@@ -85,6 +103,7 @@ class TxRelay:
         return True
 
     def close(self) -> None:
-        if self._flush_handle is not None:
-            self._flush_handle.cancel()
-            self._flush_handle = None
+        for handle in (self._flush_handle, self._rebroadcast_handle):
+            if handle is not None:
+                handle.cancel()
+        self._flush_handle = self._rebroadcast_handle = None
