@@ -68,6 +68,7 @@ DISCOVERY_INTERVAL = 2.0
 PEER_EXCHANGE_INTERVAL = 10.0
 STATUS_REFRESH_INTERVAL = 2.0
 REFUSED_BACKOFF = 60.0
+FULL_PEER_BACKOFF = 30.0
 
 
 def advertised_ip(listen_addr: str) -> str:
@@ -91,10 +92,9 @@ def advertised_ip(listen_addr: str) -> str:
 
 
 def _connection_limits(max_peers: int) -> ConnectionConfig:
-    # py-libp2p's connection manager aims for 150-250 connections and its auto-connector
-    # dials every peer in the peerstore to get there. Scale it to --p2p.maxpeers instead:
-    # it then tops up to about max_peers, prunes only far above, and our handshake still
-    # enforces the exact limit (and refuses foreign or banned peers).
+    # py-libp2p's connection manager aims for 150-250 connections. Scale it to
+    # --p2p.maxpeers: it prunes only well above the limit (its auto-connector is stopped,
+    # see _stop_auto_connector), and our handshake enforces the exact limit.
     return ConnectionConfig(
         max_connections=2 * max_peers + 8,
         min_connections=0,
@@ -260,6 +260,7 @@ class Network:
                 trio.open_nursery() as nursery,
             ):
                 self._nursery = nursery
+                await self._stop_auto_connector()
                 await pubsub.wait_until_ready()
                 await self._subscribe_topics()
                 self._record_listen_addrs()
@@ -302,8 +303,24 @@ class Network:
         self._mdns.start()
         log.info("mDNS discovery on, advertising /ip4/%s/tcp/%d", ip, self.listen_port)
 
+    async def _stop_auto_connector(self) -> None:
+        # py-libp2p's auto-connector redials every peer in the peerstore, ignoring our
+        # backoffs, refusals and --p2p.maxpeers; our discovery loop is the only dialer.
+        connector = getattr(self.host.get_network(), "auto_connector", None)
+        if connector is not None:
+            await connector.stop()
+
     def _record_listen_addrs(self) -> None:
         addrs = [str(a) for a in self.host.get_addrs()]
+        # A 0.0.0.0 listener is reachable at the host's own address; show that one, so
+        # admin_nodeInfo's enode can be pasted into another node's --bootnodes.
+        unspecified = "/ip4/0.0.0.0/"
+        addrs = [
+            a.replace(unspecified, f"/ip4/{advertised_ip('0.0.0.0')}/", 1)
+            if a.startswith(unspecified)
+            else a
+            for a in addrs
+        ]
         self.listen_addrs = tuple(addrs)
         for addr in self.host.get_addrs():
             port = addr.value_for_protocol("tcp")
@@ -503,6 +520,19 @@ class Network:
             # Give their side a moment to read our status and log the same, then hang up.
             await self._disconnect(peer, delay=0.5)
             return
+        if theirs.full:
+            failures, _ = self._dial_backoff.get(peer, (0, 0.0))
+            self._dial_backoff[peer] = (failures, time.monotonic() + FULL_PEER_BACKOFF)
+            log.info(
+                "peer %s at %s is at its peer limit; trying again in %.0fs",
+                pid,
+                remote_addr,
+                FULL_PEER_BACKOFF,
+            )
+            if self.config.discovery:
+                await self._exchange_peers(peer)  # a full node still points elsewhere
+            await self._disconnect(peer)
+            return
         inbound = str(getattr(conn, "direction", "")).lower().endswith("inbound")
         if peer not in self._peers and len(self._peers) >= self.config.max_peers:
             self.metrics.refused.labels("too-many-peers").inc()
@@ -512,9 +542,11 @@ class Network:
                 remote_addr,
                 len(self._peers),
             )
-            await self._disconnect(peer)
+            # A moment for them to ask us for other peers (they learn we are full).
+            await self._disconnect(peer, delay=1.0)
             return
         listen_addr = f"/ip4/{ip}/tcp/{theirs.listen_port}/p2p/{pid}"
+        self._dial_backoff.pop(peer, None)
         self._peers[peer] = _Peer(
             peer,
             ip,
@@ -546,12 +578,14 @@ class Network:
             with trio.fail_after(HANDSHAKE_TIMEOUT):
                 raw = await read_varint_prefixed_bytes_limited(stream, m.MAX_STATUS_BYTES)
                 theirs = m.Status.decode(raw)
-                ours = self.our_status()
+                peer = stream.muxed_conn.peer_id
+                full = peer not in self._peers and len(self._peers) >= self.config.max_peers
+                ours = replace(self.our_status(), full=full)
                 await stream.write(encode_varint_prefixed(ours.encode()))
                 if ours.mismatch(theirs) is None:
                     # Our own handshake with them may still be in flight; their sync
                     # requests (peer exchange first of all) are welcome already.
-                    self._status_ok.add(stream.muxed_conn.peer_id)
+                    self._status_ok.add(peer)
         except (Exception, trio.TooSlowError) as exc:
             log.debug("status request failed: %s", exc)
         finally:
@@ -752,7 +786,6 @@ class Network:
         try:
             with trio.fail_after(DIAL_TIMEOUT):
                 await self.host.connect(info)
-            self._dial_backoff.pop(peer, None)
         except (Exception, trio.TooSlowError) as exc:
             delay = min(DISCOVERY_INTERVAL * 2**failures, 30.0)
             self._dial_backoff[peer] = (failures + 1, time.monotonic() + delay)

@@ -50,6 +50,7 @@ class Status:
     head_hash: bytes
     listen_port: int
     client: str
+    full: bool = False  # the sender is at --p2p.maxpeers and will not keep this connection
 
     def encode(self) -> bytes:
         packed: bytes = msgpack.packb(
@@ -61,6 +62,7 @@ class Status:
                 "headHash": self.head_hash,
                 "port": self.listen_port,
                 "client": self.client,
+                "full": self.full,
             }
         )
         return packed
@@ -76,6 +78,7 @@ class Status:
                 bytes(data["headHash"]),
                 int(data["port"]),
                 str(data["client"])[:128],
+                bool(data.get("full", False)),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise PeerMessageError(f"malformed status: {exc!r}") from exc

@@ -79,3 +79,37 @@ def test_foreign_node_is_refused(tmp_path: Path, label: str, flags: list[str]) -
         peers = seq.call("admin_peers")
         assert isinstance(peers, list)
         assert [p["id"] for p in peers] == [peer_id(honest)]
+
+
+def test_maxpeers_is_enforced(tmp_path: Path) -> None:
+    with LocalNet(tmp_path) as net:
+        seq = net.start_sequencer("--p2p.maxpeers", "1")
+        first = net.start_fullnode("first")
+        wait_until(lambda: peer_count(seq) == 1, timeout=30, message="the first peer")
+        second = net.start_fullnode("second")
+        wait_until(
+            lambda: (
+                log_has(seq, f"refused peer {peer_id(second)}")
+                and "(--p2p.maxpeers)" in seq.log_path.read_text()
+            ),
+            timeout=30,
+            message="the sequencer refusing a second peer",
+        )
+        assert metric(seq, "cairn_p2p_refused_peers_total", reason="too-many-peers") >= 1
+        peers = seq.call("admin_peers")
+        assert isinstance(peers, list)
+        assert [p["id"] for p in peers] == [peer_id(first)]
+
+        # The second node still joins the network through the first (peer exchange), and
+        # was told the sequencer is full rather than being cut off again and again.
+        def second_peers() -> list[str]:
+            peers = second.call("admin_peers")
+            assert isinstance(peers, list)
+            return [p["id"] for p in peers]
+
+        wait_until(
+            lambda: second_peers() == [peer_id(first)], timeout=60, message="second via first"
+        )
+        assert log_has(second, f"peer {peer_id(seq)} at")
+        assert "is at its peer limit" in second.log_path.read_text()
+        assert peer_count(seq) == 1
