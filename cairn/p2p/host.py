@@ -45,7 +45,7 @@ from cairn.p2p.api import ChainView, GossipHandlers, NodeSummary, P2PConfig, Pee
 from cairn.p2p.bridge import BridgeClosed, TrioThread
 from cairn.p2p.identity import load_or_create_nodekey
 from cairn.p2p.metrics import P2PMetrics
-from cairn.p2p.scoring import PeerScores
+from cairn.p2p.scoring import BAN_THRESHOLD, PeerScores
 
 log = logging.getLogger("cairn.p2p")
 
@@ -57,6 +57,9 @@ GOSSIP_RATE_PER_TOPIC = 200.0
 GOSSIP_HEARTBEAT_SECONDS = 1
 GOSSIP_DEGREE = (6, 4, 12)
 MAX_GOSSIP_RPC_BYTES = 4 * 1024 * 1024
+# py-libp2p splits or drops outbound RPCs over 1 MiB (its per-peer queue limit), so bigger
+# blocks are not gossiped: peers learn the new head from status and fetch it by range.
+MAX_GOSSIP_MESSAGE_BYTES = 1_000_000
 # Our own validation re-executes blocks; the default 5 s would fail a big block on a busy
 # machine, and a timeout counts against the (honest) sender.
 VALIDATION_TIMEOUT_SECONDS = 30.0
@@ -396,7 +399,7 @@ class Network:
                 "banned peer %s for 1h: score %.0f below %.0f after %s",
                 pid,
                 penalty.score,
-                -100.0,
+                BAN_THRESHOLD,
                 ", ".join(f"{k} x{n}" for k, n in sorted(self.scores.faults(pid).items())),
             )
             self.pubsub.add_to_blacklist(peer)
@@ -417,7 +420,7 @@ class Network:
 
     async def _publisher(self) -> None:
         async for topic, data in self._outbox_recv:
-            if len(data) > m.MAX_RANGE_RESPONSE_BYTES // 3:
+            if len(data) > MAX_GOSSIP_MESSAGE_BYTES:
                 log.info("not gossiping a %d-byte message; peers fetch it by sync", len(data))
                 continue
             try:
@@ -453,7 +456,7 @@ class Network:
             log.info("peer %s disconnected", peer.to_base58())
 
     def _forget(self, peer: ID) -> None:
-        """Drop a peer's addresses so neither we nor py-libp2p's auto-connector redial it."""
+        """Drop a peer's addresses so nothing redials it (refused or banned)."""
         self._known.pop(peer, None)
         try:
             self.host.get_peerstore().clear_addrs(peer)
