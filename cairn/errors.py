@@ -83,5 +83,9 @@ class NotFound(CairnError):
     """A block, transaction or state the caller named does not exist here."""
 
 
+class MirrorError(CairnError):
+    """The Postgres mirror cannot use its database as it is (another chain, a newer schema)."""
+
+
 class KeystoreError(CairnError):
     """A keystore file or its password cannot be used."""

@@ -31,6 +31,7 @@ from cairn.execution.reader import ChainReader
 from cairn.storage.store import BlockRecord
 
 ZERO_HASH = b"\x00" * 32
+BLOB_TX_TYPE = 3
 # Header fields a producer chooses; everything else follows from parent and execution.
 _CHOSEN_FIELDS = (
     "timestamp",
@@ -87,6 +88,8 @@ class BlockResult:
     state_writes: Mapping[bytes, bytes]
     rejected: tuple[Rejected, ...] = ()
     deferred: tuple[SignedTransactionAPI, ...] = field(default=())
+    # Accounts execution read or wrote (py-evm's meta witness), internal transfers included.
+    touched: tuple[Address, ...] = ()
 
     @property
     def header(self) -> BlockHeaderAPI:
@@ -104,6 +107,7 @@ class BlockResult:
             receipts=tuple(r.encode() for r in self.receipts),
             commit=commit,
             state_writes=self.state_writes,
+            touched=tuple(bytes(a) for a in self.touched),
         )
 
 
@@ -218,7 +222,8 @@ class BlockExecutor:
                 rejected.append(Rejected(tx, str(exc)))
                 continue
             header = vm.add_receipt_to_header(header, receipt)
-            header = vm.increment_blob_gas_used(header, tx)
+            if tx.type_id == BLOB_TX_TYPE:  # a header copy per transaction is costly; skip it
+                header = vm.increment_blob_gas_used(header, tx)
             applied.append(tx)
             receipts.append(receipt)
             computations.append(computation)
@@ -227,7 +232,7 @@ class BlockExecutor:
         filled = vm.set_block_transactions_and_withdrawals(
             vm.get_block(), header, applied, receipts, withdrawals=()
         )
-        mined = vm.mine_block(vm.block_postprocessing(filled)).block
+        mined, witness = vm.mine_block(vm.block_postprocessing(filled))
         return BlockResult(
             block=mined,
             receipts=tuple(receipts),
@@ -236,6 +241,7 @@ class BlockExecutor:
             state_writes=overlay.pending(),
             rejected=tuple(rejected),
             deferred=tuple(deferred),
+            touched=tuple(sorted(witness.accounts_queried)),
         )
 
 

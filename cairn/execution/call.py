@@ -49,9 +49,15 @@ class CallRunner:
         self.gas_cap = gas_cap
         self._chain_context = ChainContext(reader.chain_id)
 
-    def _run(self, header: BlockHeaderAPI, params: CallParams, gas: int) -> CallOutcome:
+    def _run(
+        self,
+        header: BlockHeaderAPI,
+        params: CallParams,
+        gas: int,
+        vm_class: type[VM] | None = None,
+    ) -> CallOutcome:
         overlay = StateOverlay(self.reader.store.state_db())
-        vm_class = self.reader.fork.vm_class
+        vm_class = vm_class or self.reader.fork.vm_class
         vm = vm_class(
             header=header,
             chaindb=self.reader.evm_chaindb(overlay),
@@ -92,6 +98,16 @@ class CallRunner:
                 raise ExecutionFailed(f"insufficient funds for transfer: {message}") from exc
             raise ExecutionFailed(message) from exc
         return CallOutcome(computation.output, gas - computation.get_gas_remaining(), computation)
+
+    def run(
+        self, header: BlockHeaderAPI, params: CallParams, *, vm_class: type[VM] | None = None
+    ) -> CallOutcome:
+        """Run `params` as it is (gas capped) and return the outcome, failed or not.
+
+        `vm_class` lets tracing run the same message through an instrumented VM.
+        """
+        gas = min(params.gas, self.gas_cap) if params.gas is not None else self.gas_cap
+        return self._run(header, params, gas, vm_class)
 
     def call(self, header: BlockHeaderAPI, params: CallParams) -> CallOutcome:
         """Run `params` on the state after `header`; raise on revert or failure."""
@@ -165,15 +181,45 @@ def describe_vm_error(error: Exception) -> str:
 
 
 def revert_message(output: bytes) -> str:
-    """geth's wording: 'execution reverted' plus the Error(string) reason when there is one."""
-    if len(output) >= 68 and output[:4] == bytes.fromhex("08c379a0"):
-        try:
-            length = int.from_bytes(output[36:68], "big")
-            reason = output[68 : 68 + length].decode("utf-8")
-            return f"execution reverted: {reason}"
-        except (UnicodeDecodeError, ValueError):
-            pass
-    if len(output) == 36 and output[:4] == bytes.fromhex("4e487b71"):
-        code = int.from_bytes(output[4:], "big")
-        return f"execution reverted: panic code 0x{code:x}"
-    return "execution reverted"
+    """geth's wording: 'execution reverted', plus the Error(string) or Panic reason."""
+    reason = unpack_revert_reason(output)
+    return "execution reverted" if reason is None else f"execution reverted: {reason}"
+
+
+_PANIC_REASONS = {
+    0x00: "generic panic",
+    0x01: "assert(false)",
+    0x11: "arithmetic underflow or overflow",
+    0x12: "division or modulo by zero",
+    0x21: "enum overflow",
+    0x22: "invalid encoded storage byte array accessed",
+    0x31: "out-of-bounds array access; popping on an empty array",
+    0x32: "out-of-bounds access of an array or bytesN",
+    0x41: "out of memory",
+    0x51: "uninitialized function",
+}
+
+
+def unpack_revert_reason(output: bytes) -> str | None:
+    """geth's `abi.UnpackRevert`: the Error(string) message or the Panic(uint256) reason,
+    None for anything else (custom errors, empty output)."""
+    if len(output) < 4:
+        return None
+    selector, body = output[:4], output[4:]
+    if selector == bytes.fromhex("08c379a0"):
+        if len(body) < 64:
+            return None
+        offset = int.from_bytes(body[:32], "big")
+        if offset + 32 > len(body):
+            return None
+        length = int.from_bytes(body[offset : offset + 32], "big")
+        raw = body[offset + 32 : offset + 32 + length]
+        if len(raw) != length:
+            return None
+        return raw.decode("utf-8", "replace")
+    if selector == bytes.fromhex("4e487b71"):
+        if len(body) < 32:
+            return None
+        code = int.from_bytes(body[:32], "big")
+        return _PANIC_REASONS.get(code, f"unknown panic code: {code:#x}")
+    return None

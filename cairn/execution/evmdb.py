@@ -49,6 +49,11 @@ class EvmChainDB(ChainDB):
         super().__init__(state_db)
         self._headers = headers
         self._scratch = ChainDB(AtomicDB())
+        self._receipts: dict[bytes, tuple[ReceiptAPI, ...]] = {}
+
+    def remember_receipts(self, receipt_root: bytes, receipts: tuple[ReceiptAPI, ...]) -> None:
+        """Receipts of the block being assembled, for Prague's request scan."""
+        self._receipts[receipt_root] = receipts
 
     def get_block_header_by_hash(self, block_hash: Hash32) -> BlockHeaderAPI:
         header = self._headers.header_by_hash(block_hash)
@@ -82,6 +87,9 @@ class EvmChainDB(ChainDB):
     def get_receipts(
         self, header: BlockHeaderAPI, receipt_decoder: type[ReceiptDecoderAPI]
     ) -> tuple[ReceiptAPI, ...]:
+        remembered = self._receipts.get(header.receipt_root)
+        if remembered is not None:
+            return remembered
         return tuple(self._scratch.get_receipts(header, receipt_decoder))
 
     def get_block_withdrawals(self, header: BlockHeaderAPI) -> tuple[WithdrawalAPI, ...]:

@@ -18,6 +18,7 @@ from eth.vm.forks.cancun.headers import CancunBlockHeader
 from eth.vm.forks.prague.headers import PragueBlockHeader
 
 from cairn.errors import ConfigError
+from cairn.execution.vm import cairn_vm
 
 _FORKS: dict[str, tuple[type[VM], type[BlockHeaderAPI]]] = {
     "cancun": (CancunVM, CancunBlockHeader),
@@ -57,7 +58,7 @@ def fork_named(name: str) -> Fork:
         vm_class, header_class = _FORKS[name]
     except KeyError:
         raise ConfigError(f"unknown fork {name!r}; supported: {sorted(_FORKS)}") from None
-    return Fork(name, vm_class, header_class)
+    return Fork(name, cairn_vm(vm_class), header_class)
 
 
 def encode_header(header: BlockHeaderAPI) -> bytes:

@@ -44,4 +44,5 @@ def genesis_block(genesis: Genesis, fork: Fork) -> BlockResult:
         senders=(),
         computations=(),
         state_writes=overlay.pending(),
+        touched=tuple(sorted(genesis.alloc)),
     )

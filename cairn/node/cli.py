@@ -21,7 +21,7 @@ from cairn.execution.genesis import genesis_block
 from cairn.genesis.dev import DEV_MNEMONIC, DEV_PRODUCER_KEY, dev_accounts, dev_genesis
 from cairn.genesis.model import Genesis
 from cairn.genesis.parse import genesis_to_json, load_genesis
-from cairn.node import cli_testnet
+from cairn.node import cli_mirror, cli_testnet
 from cairn.node.config import add_options, resolve
 from cairn.node.keys import find_keystore, load_keystore, read_password, save_keystore
 from cairn.node.logs import setup_logging
@@ -141,6 +141,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
         dev=True,
         dev_keys=dev_keys,
         p2p=p2p_config(opts, datadir, dev=True, client=CLIENT_VERSION),
+        mirror_url=opts["mirror_url"],
     )
     return _serve(settings, banner=lambda node: _banner(genesis, datadir, node, min(accounts, 10)))
 
@@ -197,6 +198,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         rpc=_rpc_config(opts, dev=False),
         producer_key=_load_producer(opts, datadir),
         p2p=p2p_config(opts, datadir, dev=False, client=CLIENT_VERSION),
+        mirror_url=opts["mirror_url"],
     )
     return _serve(settings, banner=None)
 
@@ -313,6 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
     reset.set_defaults(func=cmd_db_reset)
 
     cli_testnet.add_commands(sub)
+    cli_mirror.add_commands(sub)
     return parser
 
 

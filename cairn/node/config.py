@@ -25,6 +25,7 @@ class Option:
     help: str
     dev_only: bool = False
     metavar: str | None = None
+    env_aliases: tuple[str, ...] = ()  # read after CAIRN_<NAME>, e.g. DATABASE_URL
 
     @property
     def dest(self) -> str:
@@ -55,6 +56,15 @@ OPTIONS: tuple[Option, ...] = (
     Option("p2p.maxpeers", int, 25, "most connected peers"),
     Option("nodiscover", bool, False, "no peer exchange or mDNS: dial only --bootnodes"),
     Option("p2p.mdns", bool, False, "find peers on the LAN / compose network by mDNS"),
+    Option(
+        "mirror.url",
+        str,
+        None,
+        "Postgres URL to mirror the chain into (postgresql://user:pass@host:5432/db"
+        "?sslmode=require); also read from DATABASE_URL",
+        metavar="URL",
+        env_aliases=("DATABASE_URL",),
+    ),
     Option("log.level", str, "info", "debug, info, warning or error"),
     Option("log.format", str, "text", "text or json"),
     Option(
@@ -151,6 +161,9 @@ def resolve(args: argparse.Namespace, environ: Mapping[str, str] | None = None) 
             merged[option.dest] = flag
         elif option.env in environ:
             merged[option.dest] = _coerce(option, environ[option.env], f"env {option.env}")
+        elif any(alias in environ for alias in option.env_aliases):
+            alias = next(a for a in option.env_aliases if a in environ)
+            merged[option.dest] = _coerce(option, environ[alias], f"env {alias}")
         elif option.dest in from_toml:
             merged[option.dest] = _coerce(option, from_toml[option.dest], f"{config_path}")
         else:

@@ -15,7 +15,6 @@ from typing import Any
 from aiohttp import web
 from eth_keys.datatypes import PrivateKey
 from eth_typing import Address
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 import cairn
 from cairn.consensus.follower import Follower
@@ -25,14 +24,21 @@ from cairn.execution.chain import Chain, open_store
 from cairn.execution.events import ChainEvents
 from cairn.execution.forks import fork_named
 from cairn.genesis.model import Genesis
+from cairn.mirror.metrics import MirrorCollector
+from cairn.mirror.service import Mirror, MirrorConfig, NodeInfo
+from cairn.mirror.source import ChainSource
+from cairn.node.metrics import metrics_handler, new_registry
 from cairn.node.p2p_wiring import P2PLink
 from cairn.p2p.api import P2PConfig
 from cairn.rpc.admin import AdminNamespace
 from cairn.rpc.backend import Backend, RpcConfig
+from cairn.rpc.debug import DebugNamespace
 from cairn.rpc.dispatch import Dispatcher, collect
 from cairn.rpc.eth import EthNamespace
+from cairn.rpc.proof import ProofNamespace
 from cairn.rpc.server import RpcServer
 from cairn.txpool.pool import TxPool
+from cairn.txpool.recovery import SenderRecovery
 
 log = logging.getLogger("cairn.node")
 
@@ -52,6 +58,7 @@ class NodeSettings:
     dev: bool = False
     dev_keys: dict[Address, bytes] = field(default_factory=dict)
     p2p: P2PConfig | None = None
+    mirror_url: str | None = None
 
 
 class Node:
@@ -72,7 +79,9 @@ class Node:
         self.pool = TxPool(self.fork, genesis.chain_id, self.chain.head_view, self.store)
         self.producer: Sequencer | None = None
         self.rpc: RpcServer | None = None
-        self.registry = CollectorRegistry()
+        self.recovery: SenderRecovery | None = None
+        self.metrics = new_registry()
+        self.mirror: Mirror | None = None
         self.follower: Follower | None = None
         self.p2p: P2PLink | None = None
         self._stop = asyncio.Event()
@@ -123,6 +132,8 @@ class Node:
                 ),
             )
             self.producer.start()
+        self.recovery = SenderRecovery(self.fork.name)
+        await self.recovery.warm_up()
         # ---- p2p and full-node following (issue #4) ----
         self.follower = Follower(
             self.chain, self.pool, self.events, self.writer, importing=self.producer is None
@@ -134,7 +145,7 @@ class Node:
                 self.pool,
                 self.events,
                 self.follower,
-                self.registry,
+                self.metrics,
                 producer=self.producer is not None,
             )
             await self.p2p.start()
@@ -153,10 +164,31 @@ class Node:
             dev_keys=self.settings.dev_keys,
             peer_count=self.p2p.service.peer_count if self.p2p else (lambda: 0),
             syncing=self.follower.syncing,
+            recovery=self.recovery,
         )
+        # ---- Postgres mirror (issue #5): its own thread; blocks only wake it.
+        if self.settings.mirror_url:
+            self.mirror = Mirror(
+                ChainSource(self.chain),
+                MirrorConfig(url=self.settings.mirror_url),
+                NodeInfo(
+                    mode=self.mode,
+                    producers=tuple(bytes(p) for p in genesis.consensus.producers),
+                    client_version=CLIENT_VERSION,
+                    peer_count=lambda: backend.peer_count(),
+                ),
+            )
+            self.metrics.register(MirrorCollector(self.mirror))
+            mirror = self.mirror
+            self.events.subscribe(lambda event: mirror.wake())
+            self.mirror.start()
+        # ---- end mirror
         methods = collect(EthNamespace(backend))
         if self.p2p is not None:
             methods |= collect(AdminNamespace(self.p2p.service, self.chain, CLIENT_VERSION))
+        # debug_* tracing and raw data; eth_getProof and eth_createAccessList
+        methods.update(collect(DebugNamespace(backend)))
+        methods.update(collect(ProofNamespace(backend)))
         self.rpc = RpcServer(
             Dispatcher(methods, self.settings.rpc.batch_limit),
             self.settings.rpc,
@@ -167,7 +199,8 @@ class Node:
                 ("GET", "/health", self._health),
                 ("GET", "/healthz", self._healthz),
                 ("GET", "/status", self._status),
-                ("GET", "/metrics", self._metrics),
+                ("GET", "/metrics", metrics_handler(self.metrics)),
+                ("GET", "/health/database", self._health_database),
             ],
         )
         await self.rpc.start()
@@ -197,6 +230,10 @@ class Node:
             await self.follower.stop()
         if self.producer is not None:
             await self.producer.stop()
+        if self.recovery is not None:
+            self.recovery.close()
+        if self.mirror is not None:
+            await self.mirror.stop()  # before the store closes: the mirror reads LevelDB
         self.writer.shutdown(wait=True)
         self.reads.shutdown(wait=True)
         self.store.close()
@@ -259,9 +296,12 @@ class Node:
             {k: status[k] for k in ("ok", "mode", "chainId", "blockNumber", "healthy")}
         )
 
-    async def _metrics(self, request: web.Request) -> web.Response:
-        body = generate_latest(self.registry)
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
-
     async def _status(self, request: web.Request) -> web.Response:
         return web.Response(text=json.dumps(self._status_json()), content_type="application/json")
+
+    async def _health_database(self, request: web.Request) -> web.Response:
+        """The Postgres mirror: 200 while connected, 503 while Postgres is unreachable."""
+        if self.mirror is None:
+            return web.json_response({"status": "disabled", "connected": False})
+        connected, body = self.mirror.health()
+        return web.json_response(body, status=200 if connected else 503)

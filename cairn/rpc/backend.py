@@ -15,6 +15,7 @@ from cairn.execution.call import CallRunner
 from cairn.execution.chain import BlockCommitted, Chain
 from cairn.execution.events import ChainEvents
 from cairn.txpool.pool import TxPool
+from cairn.txpool.recovery import SenderRecovery
 
 
 class Clock(Protocol):
@@ -74,3 +75,4 @@ class Backend:
     peer_count: Callable[[], int] = _no_peers
     syncing: Callable[[], dict[str, Any] | bool] = _not_syncing
     impersonated: set[Address] = field(default_factory=set)
+    recovery: SenderRecovery | None = None

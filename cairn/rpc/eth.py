@@ -14,6 +14,7 @@ from eth_utils import keccak
 from cairn.execution.reader import StoredBlock
 from cairn.rpc import params
 from cairn.rpc.backend import Backend
+from cairn.rpc.blocks import BlockResolver
 from cairn.rpc.dispatch import rpc_method
 from cairn.rpc.errors import LIMIT_EXCEEDED, SERVER_ERROR, RpcError, invalid_params
 from cairn.rpc.format import (
@@ -37,31 +38,18 @@ class EthNamespace:
         self.b = backend
         self.chain = backend.chain
         self.reader = backend.chain.reader
-        self.intake = Intake(backend.pool)
+        self.intake = Intake(backend.pool, backend.recovery)
+        self.blocks = BlockResolver(self.reader)
 
     # ------------------------------------------------------------ helpers
     async def _off_loop(self, fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.b.reads, fn)
 
     def _number_of(self, ref: params.BlockRef) -> int | None:
-        head = self.reader.head_number
-        if ref.block_hash is not None:
-            return self.reader.store.load_number(ref.block_hash)
-        if ref.tag in ("latest", "pending", "safe", "finalized"):
-            return head
-        if ref.tag == "earliest":
-            return 0
-        assert ref.number is not None
-        return ref.number if ref.number <= head else None
+        return self.blocks.number(ref)
 
     def _header(self, ref: params.BlockRef) -> BlockHeaderAPI:
-        number = self._number_of(ref)
-        header = None if number is None else self.reader.header_by_number(number)
-        if header is None:
-            if ref.block_hash is not None:
-                raise RpcError(SERVER_ERROR, f"header for hash 0x{ref.block_hash.hex()} not found")
-            raise RpcError(SERVER_ERROR, "header not found")
-        return header
+        return self.blocks.header(ref)
 
     def _state(self, ref: params.BlockRef) -> StateAPI:
         header = self._header(ref)
@@ -71,8 +59,7 @@ class EthNamespace:
         return self.reader.state_at(header)
 
     def _block(self, ref: params.BlockRef) -> StoredBlock | None:
-        number = self._number_of(ref)
-        return None if number is None else self.reader.block_by_number(number)
+        return self.blocks.block(ref)
 
     # ------------------------------------------------------------ web3 / net
     @rpc_method("web3_clientVersion")
@@ -444,7 +431,11 @@ def _tx_in_block(stored: StoredBlock, index: int) -> dict[str, Any]:
         stored.transactions[index],
         stored.senders[index],
         TxContext(
-            header.hash, header.block_number, index, getattr(header, "base_fee_per_gas", None)
+            header.hash,
+            header.block_number,
+            index,
+            getattr(header, "base_fee_per_gas", None),
+            header.timestamp,
         ),
     )
 

@@ -82,6 +82,7 @@ class TxContext:
     block_number: int | None = None
     index: int | None = None
     base_fee: int | None = None
+    timestamp: int | None = None
 
 
 def effective_gas_price(tx: SignedTransactionAPI, base_fee: int | None) -> int:
@@ -102,6 +103,7 @@ def format_transaction(
         "nonce": q(tx.nonce),
         "blockHash": hexb(ctx.block_hash) if ctx.block_hash is not None else None,
         "blockNumber": q(ctx.block_number) if ctx.block_number is not None else None,
+        "blockTimestamp": q(ctx.timestamp) if ctx.timestamp is not None else None,
         "transactionIndex": q(ctx.index) if ctx.index is not None else None,
         "from": addr(sender),
         "to": addr(tx.to) if tx.to else None,
@@ -156,7 +158,11 @@ def format_block(stored: StoredBlock, full: bool) -> dict[str, Any]:
     base_fee = getattr(header, "base_fee_per_gas", None)
     if full:
         out["transactions"] = [
-            format_transaction(tx, sender, TxContext(header.hash, header.block_number, i, base_fee))
+            format_transaction(
+                tx,
+                sender,
+                TxContext(header.hash, header.block_number, i, base_fee, header.timestamp),
+            )
             for i, (tx, sender) in enumerate(zip(stored.transactions, stored.senders, strict=True))
         ]
     else:

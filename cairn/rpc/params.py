@@ -108,7 +108,10 @@ def block_ref(value: Any, index: int = 0, *, default: str | None = None) -> Bloc
                 require_canonical=boolean(canonical, index),
             )
         if "blockNumber" in value:
-            return block_ref(value["blockNumber"], index)
+            number = value["blockNumber"]
+            if not isinstance(number, str | int) or isinstance(number, bool):
+                raise invalid_params(f"{_where(index)}: blockNumber must be a number or a tag")
+            return block_ref(number, index)
         raise invalid_params(f"{_where(index)}: expected blockHash or blockNumber")
     raise invalid_params(f"{_where(index)}: invalid block parameter {_short(value)}")
 

@@ -16,6 +16,7 @@ from aiohttp import WSMsgType, web
 from cairn.rpc.backend import RpcConfig
 from cairn.rpc.dispatch import Dispatcher
 from cairn.rpc.errors import INVALID_REQUEST, LIMIT_EXCEEDED, PARSE_ERROR
+from cairn.rpc.jsonbody import decode_json
 
 log = logging.getLogger("cairn.rpc")
 
@@ -201,7 +202,7 @@ class RpcServer:
                 status=413,
             )
         try:
-            payload = json.loads(body)
+            payload = decode_json(body)
         except (ValueError, UnicodeDecodeError) as exc:
             return self._json(error_body(PARSE_ERROR, f"parse error: {exc}"), headers)
         cost = len(payload) if isinstance(payload, list) else 1
@@ -265,7 +266,7 @@ class RpcServer:
 
     async def _ws_message(self, session: WsSession, text: str) -> None:
         try:
-            payload = json.loads(text)
+            payload = decode_json(text)
         except ValueError as exc:
             session.send_text(error_body(PARSE_ERROR, f"parse error: {exc}"))
             return

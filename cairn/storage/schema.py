@@ -7,6 +7,7 @@ Layout (one-byte prefix, then a fixed-width body, so prefixes never collide):
     B<number:8>             body: msgpack [tx encodings, senders, withdrawals]
     R<number:8>             receipts: msgpack [receipt encodings]
     C<number:8>             the block's commit (producer signatures), consensus-encoded
+    A<number:8>             accounts the block touched: concatenated 20-byte addresses
     N<hash:32>              block hash -> number
     T<hash:32>              transaction hash -> msgpack [number, index]
     S<hash:32>              state trie node or contract code, keyed by its keccak
@@ -22,6 +23,7 @@ _HEADER = b"H"
 _BODY = b"B"
 _RECEIPTS = b"R"
 _COMMIT = b"C"
+_TOUCHED = b"A"
 _HASH_TO_NUMBER = b"N"
 _TX_LOOKUP = b"T"
 STATE_PREFIX = b"S"
@@ -61,6 +63,10 @@ def commit_key(number: int) -> bytes:
     return _COMMIT + _number(number)
 
 
+def touched_key(number: int) -> bytes:
+    return _TOUCHED + _number(number)
+
+
 def hash_to_number_key(block_hash: bytes) -> bytes:
     return _HASH_TO_NUMBER + _hash(block_hash)
 
@@ -83,6 +89,16 @@ def encode_number(n: int) -> bytes:
 
 def decode_number(raw: bytes) -> int:
     return int.from_bytes(raw, "big")
+
+
+def encode_addresses(addresses: tuple[bytes, ...]) -> bytes:
+    if any(len(a) != 20 for a in addresses):
+        raise ValueError("expected 20-byte addresses")
+    return b"".join(addresses)
+
+
+def decode_addresses(raw: bytes) -> tuple[bytes, ...]:
+    return tuple(raw[i : i + 20] for i in range(0, len(raw), 20))
 
 
 def encode_head(number: int, block_hash: bytes) -> bytes:

@@ -35,6 +35,8 @@ class BlockRecord:
     commit: bytes
     withdrawals: tuple[bytes, ...] = ()
     state_writes: Mapping[bytes, bytes] = field(default_factory=dict)
+    # Every account the block's execution read or wrote (the Postgres mirror refreshes these).
+    touched: tuple[bytes, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -221,6 +223,8 @@ class ChainStore:
         )
         put(schema.receipts_key(n), msgpack.packb(list(record.receipts)))
         put(schema.commit_key(n), record.commit)
+        if record.touched:  # absent means "not recorded", never "touched nothing"
+            put(schema.touched_key(n), schema.encode_addresses(record.touched))
         put(schema.hash_to_number_key(record.block_hash), schema.encode_number(n))
         for index, tx_hash in enumerate(record.tx_hashes):
             put(schema.tx_lookup_key(tx_hash), msgpack.packb((n, index)))
@@ -276,6 +280,11 @@ class ChainStore:
     def load_commit(self, number: int) -> bytes | None:
         value: bytes | None = self._db.get(schema.commit_key(number))
         return value
+
+    def load_touched(self, number: int) -> tuple[bytes, ...] | None:
+        """Accounts block `number` touched; None for blocks stored before this was recorded."""
+        raw = self._db.get(schema.touched_key(number))
+        return None if raw is None else schema.decode_addresses(raw)
 
     def load_number(self, block_hash: bytes) -> int | None:
         if len(block_hash) != 32:

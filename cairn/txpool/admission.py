@@ -44,8 +44,16 @@ class DecodedTx:
         return min(self.tip_cap, self.fee_cap - base_fee)
 
 
-def decode_and_check(raw: bytes, fork: Fork, chain_id: int, block_gas_limit: int) -> DecodedTx:
-    """Decode `raw` and run the checks that need no state; raise `InvalidTransaction`."""
+def decode_and_check(
+    raw: bytes,
+    fork: Fork,
+    chain_id: int,
+    block_gas_limit: int,
+    *,
+    known_sender: bytes | None = None,
+) -> DecodedTx:
+    """Decode `raw` and run the checks that need no state; raise `InvalidTransaction`.
+    `known_sender` is the sender a trusted worker already recovered from these same bytes."""
     if len(raw) > MAX_TX_SIZE:
         raise InvalidTransaction(
             f"oversized data: transaction size {len(raw)}, limit {MAX_TX_SIZE}"
@@ -73,9 +81,11 @@ def decode_and_check(raw: bytes, fork: Fork, chain_id: int, block_gas_limit: int
         raise fail(f"invalid chain id for signer: have {tx_chain_id} want {chain_id}")
     if tx.s > SECP256K1_HALF_N or tx.r == 0 or tx.s == 0:
         raise fail("invalid transaction v, r, s values")
+    if known_sender is not None:
+        # py-evm caches `sender` (a cached_property) in the instance dict; seed it.
+        tx.__dict__["sender"] = Address(known_sender)
     try:
-        tx.check_signature_validity()
-        sender = Address(bytes(tx.sender))
+        sender = Address(bytes(tx.sender))  # recovery validates the signature (once)
     except (ValidationError, BadSignature, ValueError) as exc:
         raise fail(f"invalid sender: {exc}") from exc
     try:

@@ -116,16 +116,26 @@ class TxPool:
         assert result.tx_hash is not None
         return result.tx_hash
 
-    def add_many(self, raws: Sequence[bytes], *, journal: bool = True) -> list[Admitted]:
-        """Admit a batch; one journal fsync covers every accepted transaction."""
+    def add_many(
+        self,
+        raws: Sequence[bytes],
+        *,
+        journal: bool = True,
+        senders: Sequence[bytes | None] | None = None,
+    ) -> list[Admitted]:
+        """Admit a batch; one journal fsync covers every accepted transaction. `senders`, when
+        given, are senders already recovered (by `recovery.SenderRecovery`) for each raw."""
         head = self._head()
         results: list[Admitted] = []
         accepted: list[tuple[DecodedTx, PoolEntry | None]] = []
         staged: dict[tuple[Address, int], DecodedTx] = {}
         staged_hashes: set[bytes] = set()
-        for raw in raws:
+        for i, raw in enumerate(raws):
+            known = senders[i] if senders is not None else None
             try:
-                decoded = decode_and_check(raw, self._fork, self._chain_id, head.gas_limit)
+                decoded = decode_and_check(
+                    raw, self._fork, self._chain_id, head.gas_limit, known_sender=known
+                )
                 replaced = self._check_with_state(decoded, head, staged, staged_hashes)
             except InvalidTransaction as exc:
                 results.append(Admitted(exc.tx_hash, exc))

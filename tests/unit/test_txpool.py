@@ -232,3 +232,22 @@ def test_batch_is_journaled_once_and_each_answer_is_its_own(chain: Chain) -> Non
     assert results[3].error is None
     assert len(chain.store.load_journal()) == 2
     assert KEYS  # the dev keys are loaded
+
+
+def test_senders_recovered_in_a_worker_process_are_used(chain: Chain) -> None:
+    import asyncio
+
+    from cairn.txpool.recovery import SenderRecovery
+
+    raws = [transfer(0, n) for n in range(3)] + [b"\x02garbage"]
+    recovery = SenderRecovery(chain.fork.name)
+    try:
+        senders = asyncio.run(recovery.recover(raws))
+    finally:
+        recovery.close()
+    assert senders[:3] == [ADDRESSES[0]] * 3
+    assert senders[3] is None
+    pool = make_pool(chain)
+    results = pool.add_many(raws, senders=senders)
+    assert [r.error is None for r in results] == [True, True, True, False]
+    assert all(d.sender == ADDRESSES[0] for d in pool.executable(10**9))

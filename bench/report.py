@@ -1,0 +1,165 @@
+"""docs/benchmarks.md and its plots, from the JSON `make bench` writes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+COLORS = {"cairn": "#2f6f4e", "anvil": "#b0563a"}
+
+
+def _throughput_plot(report: dict[str, Any], path: Path) -> None:
+    labels: list[str] = []
+    cairn: list[float] = []
+    anvil: list[float] = []
+    for mode, entry in report["modes"].items():
+        labels.append(f"transfers\n{mode}")
+        cairn.append(entry["cairn"]["transfers"]["tx_per_s"])
+        anvil.append(entry["anvil"]["transfers"]["tx_per_s"])
+        if "erc20" in entry["cairn"]:
+            labels.append(f"ERC-20\n{mode}")
+            cairn.append(entry["cairn"]["erc20"]["tx_per_s"])
+            anvil.append(entry["anvil"]["erc20"]["tx_per_s"])
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    xs = range(len(labels))
+    ax.bar([x - 0.2 for x in xs], cairn, 0.4, label="Cairn (durable)", color=COLORS["cairn"])
+    ax.bar([x + 0.2 for x in xs], anvil, 0.4, label="Anvil (in memory)", color=COLORS["anvil"])
+    ax.axhline(1000, color="grey", linestyle="--", linewidth=1, label="1,000 tx/s target")
+    ax.set_xticks(list(xs))
+    ax.set_xticklabels(labels, fontsize=8)
+    ax.set_ylabel("transactions per second (submit to receipt)")
+    ax.set_title("Throughput, same workload and settings")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _latency_plot(reads: dict[str, dict[str, Any]], path: Path) -> None:
+    methods = [m for m in reads["cairn"] if isinstance(reads["cairn"][m], dict)]
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    xs = range(len(methods))
+    for offset, name in ((-0.2, "cairn"), (0.2, "anvil")):
+        p50 = [reads[name][m]["p50_ms"] for m in methods]
+        p99 = [reads[name][m]["p99_ms"] for m in methods]
+        ax.bar([x + offset for x in xs], p99, 0.4, color=COLORS[name], alpha=0.35)
+        ax.bar(
+            [x + offset for x in xs], p50, 0.4, color=COLORS[name], label=f"{name} p50 (p99 light)"
+        )
+    ax.axhline(100, color="grey", linestyle="--", linewidth=1, label="100 ms p99 target")
+    ax.set_yscale("log")
+    ax.set_xticks(list(xs))
+    ax.set_xticklabels(methods, fontsize=8)
+    ax.set_ylabel("latency, ms (log scale)")
+    ax.set_title("Read latency under 64 concurrent clients")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_report(report: dict[str, Any], markdown: Path, images: Path) -> None:
+    images.mkdir(parents=True, exist_ok=True)
+    _throughput_plot(report, images / "throughput.png")
+    env = report["environment"]
+    lines = [
+        "# Benchmarks",
+        "",
+        "Produced by `make bench` (bench/run.py); raw figures in `bench/results/latest.json`.",
+        f"Run on {env['date']}: {env['cpus']} cores, Python {env['python']}, {env['anvil']}.",
+        "Cairn and Anvil get the same pre-signed transactions, chain id, accounts, gas limit and",
+        "block time, one after the other on the same machine. Cairn commits every block with a",
+        "synced LevelDB write before its receipts are visible; Anvil keeps its chain in memory.",
+        "",
+        "## Throughput",
+        "",
+        "W1: 10,000 EIP-1559 transfers from 100 senders; W2: 2,000 ERC-20 transfers.",
+        "",
+        "Timed from the first submit to the receipt of every transaction (HTTP batches of 500).",
+        "",
+        "![throughput](img/throughput.png)",
+        "",
+        "| mode | workload | Cairn tx/s | Anvil tx/s | Cairn / Anvil | Cairn blocks |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for mode, entry in report["modes"].items():
+        for workload in ("transfers", "erc20"):
+            if workload not in entry["cairn"]:
+                continue
+            c, a = entry["cairn"][workload], entry["anvil"][workload]
+            note = " ¹" if a.get("evm_mine_nudges") else ""
+            ratio = c["tx_per_s"] / a["tx_per_s"] if a["tx_per_s"] else 0.0
+            lines.append(
+                f"| {mode} | {workload} | {c['tx_per_s']:,.0f} | {a['tx_per_s']:,.0f}{note} "
+                f"| {ratio:.2f} | {c['blocks']} |"
+            )
+    lines += [
+        "",
+        "¹ Anvil's automine stops mining when a flood of submissions leaves thousands of",
+        "transactions pending (anvil 1.7.1); the harness then asks for a block with `evm_mine`",
+        "after 1 s without progress, and the time includes those waits.",
+        "",
+    ]
+    full = next((e for e in report["modes"].values() if "reads" in e["cairn"]), None)
+    if full is not None:
+        reads = {"cairn": full["cairn"]["reads"], "anvil": full["anvil"]["reads"]}
+        _latency_plot(reads, images / "latency.png")
+        lines += [
+            "## Read latency (W3: 64 concurrent clients, after W1 and W2)",
+            "",
+            "![latency](img/latency.png)",
+            "",
+            "| method | Cairn p50 ms | Cairn p99 ms | Anvil p50 ms | Anvil p99 ms | p99 ratio |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for method, c in reads["cairn"].items():
+            if not isinstance(c, dict):
+                continue
+            a = reads["anvil"][method]
+            ratio = c["p99_ms"] / a["p99_ms"] if a["p99_ms"] else 0.0
+            lines.append(
+                f"| {method} | {c['p50_ms']} | {c['p99_ms']} | {a['p50_ms']} | {a['p99_ms']} "
+                f"| {ratio:.1f} |"
+            )
+        lines += [
+            "",
+            f"`eth_getBlockByNumber(full)` asks for the largest recent block "
+            f"({reads['cairn']['full_block_transactions']} transactions on Cairn, "
+            f"{reads['anvil']['full_block_transactions']} on Anvil).",
+            "",
+        ]
+    restart = report.get("restart")
+    if restart:
+        lines += [
+            "## Restart (W4: start to serving RPC, and memory at rest)",
+            "",
+            "Empty blocks on disk for both; Anvil's chain is saved with `--dump-state` and",
+            "loaded with `--load-state`.",
+            "",
+            "| blocks | Cairn start s | Cairn RSS MiB | Anvil start s | Anvil RSS MiB |",
+            "|---:|---:|---:|---:|---:|",
+        ]
+        for c, a in zip(restart["cairn"], restart["anvil"], strict=True):
+            lines.append(
+                f"| {c['height']:,} | {c['start_to_rpc_seconds']} | {c['rss_mib']} "
+                f"| {a['start_to_rpc_seconds']} | {a['rss_mib']} |"
+            )
+        lines.append("")
+    lines += [
+        "## What bounds Cairn's throughput",
+        "",
+        "`python -m bench.bench_stages` splits the CPU time of a full block (1,400 transfers):",
+        "",
+        "| stage | µs per transfer |",
+        "|---|---:|",
+    ]
+    stages = report.get("stages", {}).get("us_per_tx", {})
+    for stage, value in stages.items():
+        lines.append(f"| {stage} | {value} |")
+    lines += ["", report.get("bound_note", ""), ""]
+    markdown.write_text("\n".join(lines))

@@ -1,0 +1,93 @@
+"""`make bench`: every workload against Cairn and Anvil in one run, side by side.
+
+Writes bench/results/latest.json, docs/benchmarks.md and docs/img/*.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from typing import Any
+
+from bench.harness import REPO, Client, Target, environment, sign_transfers
+from bench.report import write_report
+from bench.workloads import SENDERS, Erc20Plan, erc20, reads, transfers
+
+RESULTS = REPO / "bench" / "results"
+
+
+def session(
+    name: str, block_time: float, gas_limit: int, w1: list[list[str]], plan: Erc20Plan | None
+) -> dict[str, Any]:
+    target = Target(name, block_time=block_time, gas_limit=gas_limit, accounts=SENDERS)
+    out: dict[str, Any] = {}
+    try:
+        out["start_seconds"] = round(target.start(), 3)
+
+        async def go() -> None:
+            client = Client(target.url)
+            try:
+                out["transfers"] = await transfers(client, target, w1)
+                if plan is not None:
+                    out["erc20"] = await erc20(client, target, plan)
+                    out["reads"] = await reads(client, plan)
+            finally:
+                await client.close()
+
+        asyncio.run(go())
+        out["rss_mib_after"] = round(target.rss_mib(), 1)
+    finally:
+        target.cleanup()
+    return out
+
+
+def ratio(a: float, b: float) -> float:
+    return round(a / b, 3) if b else 0.0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--per-sender", type=int, default=100, help="W1 transfers per sender")
+    parser.add_argument("--skip-restart", action="store_true")
+    parser.add_argument("--restart-blocks", type=int, default=100_000)
+    args = parser.parse_args()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    w1 = sign_transfers(SENDERS, args.per_sender)
+    first_nonces = {i: args.per_sender for i in range(SENDERS)}
+    plan = Erc20Plan(first_nonces)
+    report: dict[str, Any] = {"environment": environment(), "modes": {}}
+    modes = [
+        ("automine, gas limit 30M", 0.0, 30_000_000, True),
+        ("block time 1 s, gas limit 30M", 1.0, 30_000_000, False),
+        ("block time 1 s, gas limit 300M", 1.0, 300_000_000, False),
+    ]
+    for label, block_time, gas_limit, full in modes:
+        entry: dict[str, Any] = {"block_time": block_time, "gas_limit": gas_limit}
+        for name in ("cairn", "anvil"):
+            print(f"[bench] {label}: {name} ...", flush=True)
+            entry[name] = session(name, block_time, gas_limit, w1, plan if full else None)
+        entry["ratio_transfers"] = ratio(
+            entry["cairn"]["transfers"]["tx_per_s"], entry["anvil"]["transfers"]["tx_per_s"]
+        )
+        if full:
+            entry["ratio_erc20"] = ratio(
+                entry["cairn"]["erc20"]["tx_per_s"], entry["anvil"]["erc20"]["tx_per_s"]
+            )
+        report["modes"][label] = entry
+        print(json.dumps({k: v for k, v in entry.items() if k.startswith("ratio")}), flush=True)
+    if not args.skip_restart:
+        from bench.restart import restart_benchmark
+
+        print("[bench] restart with a long chain ...", flush=True)
+        report["restart"] = restart_benchmark(args.restart_blocks)
+    report["wall_seconds"] = round(time.time() - started, 1)
+    (RESULTS / "latest.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_report(report, REPO / "docs" / "benchmarks.md", REPO / "docs" / "img")
+    print(f"[bench] wrote {RESULTS / 'latest.json'} and docs/benchmarks.md", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,876 @@
+"""Tracing: committed transactions and calls re-executed by py-evm with instruments attached.
+
+py-evm has no tracer API, so this module re-runs a block on its parent's archived state with a
+computation class of its own: a few opcodes are wrapped to tag each child frame with the
+opcode that made it (CALL, STATICCALL, CREATE2 ...), logs remember their position among the
+frame's calls, and, when a struct log or an access list is wanted, the opcode loop itself is
+replaced by an instrumented copy of py-evm's `BaseComputation.apply_computation`.
+
+Owns geth's callTracer frames, struct-logger steps and the access-list collector behind
+eth_createAccessList, all as plain data (`cairn.rpc` turns them into JSON). Must never write:
+every run happens on a throw-away state overlay, and no run touches the live head state.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from functools import cache
+from typing import Any, cast
+
+from eth._utils.address import generate_contract_address
+from eth.abc import (
+    BlockHeaderAPI,
+    ComputationAPI,
+    MessageAPI,
+    StateAPI,
+    TransactionContextAPI,
+)
+from eth.chains.base import ChainContext
+from eth.consensus.context import ConsensusContext
+from eth.exceptions import (
+    FullStack,
+    Halt,
+    InsufficientStack,
+    InvalidInstruction,
+    OutOfGas,
+    Revert,
+    VMError,
+    WriteProtection,
+)
+from eth.vm.base import VM
+from eth.vm.computation import NO_RESULT, BaseComputation
+from eth.vm.forks.frontier.state import FrontierTransactionExecutor
+from eth.vm.logic.invalid import InvalidOpcode
+from eth.vm.memory import Memory
+from eth.vm.stack import Stack
+from eth.vm.state import BaseState
+from eth_typing import Address
+
+from cairn.errors import ExecutionFailed, NotFound
+from cairn.execution.call import CallParams, CallRunner, unpack_revert_reason
+from cairn.execution.evmdb import StateOverlay
+from cairn.execution.reader import ChainReader
+
+# ------------------------------------------------------------------ opcode names (geth's)
+OPCODE_NAMES: dict[int, str] = {
+    0x00: "STOP", 0x01: "ADD", 0x02: "MUL", 0x03: "SUB", 0x04: "DIV", 0x05: "SDIV",
+    0x06: "MOD", 0x07: "SMOD", 0x08: "ADDMOD", 0x09: "MULMOD", 0x0A: "EXP",
+    0x0B: "SIGNEXTEND", 0x10: "LT", 0x11: "GT", 0x12: "SLT", 0x13: "SGT", 0x14: "EQ",
+    0x15: "ISZERO", 0x16: "AND", 0x17: "OR", 0x18: "XOR", 0x19: "NOT", 0x1A: "BYTE",
+    0x1B: "SHL", 0x1C: "SHR", 0x1D: "SAR", 0x1E: "CLZ", 0x20: "KECCAK256",
+    0x30: "ADDRESS", 0x31: "BALANCE", 0x32: "ORIGIN", 0x33: "CALLER", 0x34: "CALLVALUE",
+    0x35: "CALLDATALOAD", 0x36: "CALLDATASIZE", 0x37: "CALLDATACOPY", 0x38: "CODESIZE",
+    0x39: "CODECOPY", 0x3A: "GASPRICE", 0x3B: "EXTCODESIZE", 0x3C: "EXTCODECOPY",
+    0x3D: "RETURNDATASIZE", 0x3E: "RETURNDATACOPY", 0x3F: "EXTCODEHASH",
+    0x40: "BLOCKHASH", 0x41: "COINBASE", 0x42: "TIMESTAMP", 0x43: "NUMBER",
+    0x44: "DIFFICULTY", 0x45: "GASLIMIT", 0x46: "CHAINID", 0x47: "SELFBALANCE",
+    0x48: "BASEFEE", 0x49: "BLOBHASH", 0x4A: "BLOBBASEFEE", 0x50: "POP", 0x51: "MLOAD",
+    0x52: "MSTORE", 0x53: "MSTORE8", 0x54: "SLOAD", 0x55: "SSTORE", 0x56: "JUMP",
+    0x57: "JUMPI", 0x58: "PC", 0x59: "MSIZE", 0x5A: "GAS", 0x5B: "JUMPDEST",
+    0x5C: "TLOAD", 0x5D: "TSTORE", 0x5E: "MCOPY", 0x5F: "PUSH0",
+    0xF0: "CREATE", 0xF1: "CALL", 0xF2: "CALLCODE", 0xF3: "RETURN", 0xF4: "DELEGATECALL",
+    0xF5: "CREATE2", 0xFA: "STATICCALL", 0xFD: "REVERT", 0xFE: "INVALID",
+    0xFF: "SELFDESTRUCT",
+}  # fmt: skip
+OPCODE_NAMES.update({0x60 + i: f"PUSH{i + 1}" for i in range(32)})
+OPCODE_NAMES.update({0x80 + i: f"DUP{i + 1}" for i in range(16)})
+OPCODE_NAMES.update({0x90 + i: f"SWAP{i + 1}" for i in range(16)})
+OPCODE_NAMES.update({0xA0 + i: f"LOG{i}" for i in range(5)})
+
+SLOAD, SSTORE, SELFDESTRUCT = 0x54, 0x55, 0xFF
+# Opcodes that make a child frame, and the frame type geth's callTracer gives it.
+_FRAME_KINDS = {
+    0xF0: "CREATE",
+    0xF1: "CALL",
+    0xF2: "CALLCODE",
+    0xF4: "DELEGATECALL",
+    0xF5: "CREATE2",
+    0xFA: "STATICCALL",
+}
+_CREATES = frozenset({0xF0, 0xF5})
+# What geth's access-list tracer reads from the stack (EIP-2930 semantics).
+_TOUCH_TOP_ADDRESS = frozenset({0x31, 0x3B, 0x3C, 0x3F, 0xFF})
+_TOUCH_CALL_ADDRESS = frozenset({0xF1, 0xF2, 0xF4, 0xFA})
+_ADDRESS_MASK = (1 << 160) - 1
+# Header fields that were chosen by the block's producer; the replay takes them as they are.
+_PRODUCER_FIELDS = (
+    "timestamp",
+    "coinbase",
+    "gas_limit",
+    "extra_data",
+    "mix_hash",
+    "parent_beacon_block_root",
+)
+_DEADLINE_EVERY = 2048  # opcode steps between two clock reads
+
+
+def opcode_name(opcode: int) -> str:
+    return OPCODE_NAMES.get(opcode) or f"opcode {opcode:#x} not defined"
+
+
+def geth_vm_error(error: BaseException) -> str:
+    """A py-evm VM error in the words geth's tracers use."""
+    if isinstance(error, Revert):
+        return "execution reverted"
+    if isinstance(error, OutOfGas):
+        return "out of gas"
+    if isinstance(error, InvalidInstruction):
+        text = str(error)
+        # py-evm says "Invalid opcode 0xfe @ 12"; geth names the opcode.
+        try:
+            value = int(text.split()[2], 16)
+        except (IndexError, ValueError):
+            return "invalid opcode"
+        return f"invalid opcode: {opcode_name(value)}"
+    known = {
+        "InsufficientStack": "stack underflow",
+        "FullStack": "stack limit reached 1024",
+        "InvalidJumpDestination": "invalid jump destination",
+        "StackDepthLimit": "max call depth exceeded",
+        "WriteProtection": "write protection",
+        "ContractCreationCollision": "contract address collision",
+        "OutOfBoundsRead": "return data out of bounds",
+        "InsufficientFunds": "insufficient balance for transfer",
+        "ReservedBytesInCode": "invalid code: must not begin with 0xef",
+    }
+    return known.get(type(error).__name__, str(error) or type(error).__name__)
+
+
+# ------------------------------------------------------------------ options and results
+@dataclass(frozen=True)
+class StructLogOptions:
+    """geth's logger.Config: what each step records."""
+
+    enable_memory: bool = False
+    disable_stack: bool = False
+    disable_storage: bool = False
+    enable_return_data: bool = False
+    limit: int = 0  # steps kept; 0 means all
+
+
+@dataclass(frozen=True)
+class TraceOptions:
+    """One trace request: `tracer` is "callTracer", or None for the struct logger."""
+
+    tracer: str | None = None
+    struct: StructLogOptions = field(default_factory=StructLogOptions)
+    only_top_call: bool = False
+    with_log: bool = False
+    timeout: float = 5.0
+
+
+@dataclass(frozen=True)
+class FrameLog:
+    address: bytes
+    topics: tuple[bytes, ...]
+    data: bytes
+    index: int
+    position: int
+
+
+@dataclass
+class CallFrame:
+    """One callTracer frame; None fields are left out of geth's JSON."""
+
+    kind: str
+    sender: bytes
+    to: bytes | None
+    value: int | None
+    gas: int
+    gas_used: int
+    input: bytes
+    output: bytes = b""
+    error: str | None = None
+    revert_reason: str | None = None
+    calls: list[CallFrame] = field(default_factory=list)
+    logs: list[FrameLog] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class StructStep:
+    pc: int
+    op: int
+    gas: int
+    gas_cost: int
+    depth: int
+    refund: int
+    stack: list[int] | None = None
+    memory: bytes | None = None
+    return_data: bytes | None = None
+    storage: dict[int, int] | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class StructResult:
+    gas: int
+    failed: bool
+    return_value: bytes
+    steps: list[StructStep]
+
+
+TraceResult = CallFrame | StructResult
+
+
+@dataclass(frozen=True)
+class TxTrace:
+    tx_hash: bytes
+    result: TraceResult
+
+
+@dataclass(frozen=True)
+class AccessListResult:
+    access_list: tuple[tuple[Address, tuple[int, ...]], ...]
+    gas_used: int
+    error: str | None
+
+
+class TraceAborted(Exception):
+    """The trace ran past its deadline or its size budget. Deliberately not a VMError:
+    py-evm must not swallow it as a failed frame; `Tracer` reports it to the caller."""
+
+
+# ------------------------------------------------------------------ the probe
+class AccessCollector:
+    """geth's AccessListTracer: addresses and slots touched by opcodes, minus exclusions."""
+
+    def __init__(
+        self,
+        seed: Sequence[tuple[Address, Sequence[int]]],
+        exclude: frozenset[bytes],
+    ) -> None:
+        self.exclude = exclude
+        self.touched: dict[bytes, set[int]] = {}
+        for address, slots in seed:
+            if address in exclude:
+                continue
+            self.touched.setdefault(bytes(address), set()).update(slots)
+
+    def add_address(self, address: bytes) -> None:
+        if address not in self.exclude:
+            self.touched.setdefault(address, set())
+
+    def add_slot(self, address: bytes, slot: int) -> None:
+        self.touched.setdefault(address, set()).add(slot)
+
+    def as_list(self) -> tuple[tuple[Address, tuple[int, ...]], ...]:
+        return tuple(
+            (Address(address), tuple(sorted(self.touched[address])))
+            for address in sorted(self.touched)
+        )
+
+
+class _Probe:
+    """What one traced transaction collects while py-evm runs it (one thread, one run)."""
+
+    def __init__(
+        self,
+        *,
+        steps: StructLogOptions | None = None,
+        access: AccessCollector | None = None,
+        deadline: float | None = None,
+        max_steps: int = 0,
+    ) -> None:
+        self.steps_options = steps
+        self.max_steps = max_steps
+        self.access = access
+        self.deadline = deadline
+        self.steps: list[StructStep] = []
+        self.storage: dict[bytes, dict[int, int]] = {}
+        # running frames with the refunds their finished children have settled
+        self.frames: list[tuple[BaseComputation, list[int]]] = []
+        self.counter = 0
+
+    @property
+    def instruments_opcodes(self) -> bool:
+        return self.steps_options is not None or self.access is not None
+
+    def check_deadline(self) -> None:
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise TraceAborted("execution timeout")
+
+    def refund(self) -> int:
+        total = 0
+        for frame, settled in self.frames:
+            total += frame._gas_meter.gas_refunded + settled[0]
+        if self.frames:
+            total += self.frames[0][0].msg.refund
+        return max(total, 0)
+
+    def before(self, computation: BaseComputation, pc: int, op: int, gas: int) -> StructStep | None:
+        self.counter += 1
+        if self.counter % _DEADLINE_EVERY == 0:
+            self.check_deadline()
+        values = _stack_values(computation)
+        if self.access is not None:
+            self._collect_access(computation, op, values)
+        options = self.steps_options
+        if options is None or (options.limit and len(self.steps) >= options.limit):
+            return None
+        if self.max_steps and len(self.steps) >= self.max_steps:
+            raise TraceAborted(
+                f"trace too large: more than {self.max_steps} steps would not fit the "
+                "response size limit; pass limit (the most steps to keep) or use callTracer"
+            )
+        step = StructStep(pc, op, gas, 0, computation.msg.depth + 1, self.refund())
+        if not options.disable_stack:
+            step.stack = [v if isinstance(v, int) else int.from_bytes(v, "big") for v in values]
+        if options.enable_memory:
+            step.memory = bytes(cast(Memory, computation._memory)._bytes)
+        if options.enable_return_data:
+            step.return_data = bytes(computation.return_data)
+        if not options.disable_storage and op in (SLOAD, SSTORE):
+            self._record_storage(computation, op, values, step)
+        self.steps.append(step)
+        return step
+
+    def _record_storage(
+        self,
+        computation: BaseComputation,
+        op: int,
+        values: list[int | bytes],
+        step: StructStep,
+    ) -> None:
+        address = bytes(computation.msg.storage_address)
+        seen = self.storage.setdefault(address, {})
+        if op == SLOAD and values:
+            slot = _as_int(values[-1])
+            seen[slot] = computation.state.get_storage(computation.msg.storage_address, slot)
+        elif op == SSTORE and len(values) >= 2:
+            seen[_as_int(values[-1])] = _as_int(values[-2])
+        else:
+            return
+        step.storage = dict(seen)
+
+    def _collect_access(
+        self, computation: BaseComputation, op: int, values: list[int | bytes]
+    ) -> None:
+        access = self.access
+        assert access is not None
+        if op in (SLOAD, SSTORE) and values:
+            access.add_slot(bytes(computation.msg.storage_address), _as_int(values[-1]))
+        elif op in _TOUCH_TOP_ADDRESS and values:
+            access.add_address(_as_address(values[-1]))
+        elif op in _TOUCH_CALL_ADDRESS and len(values) >= 5:
+            access.add_address(_as_address(values[-2]))
+
+    def after(
+        self,
+        computation: BaseComputation,
+        step: StructStep | None,
+        op: int,
+        gas_before: int,
+        children_before: int,
+    ) -> None:
+        spent = gas_before - computation._gas_meter.gas_remaining
+        if len(computation.children) > children_before:
+            child = computation.children[-1]
+            if self.frames:
+                self.frames[-1][1][0] += child.get_gas_refund()
+            leftover = child.get_gas_remaining()
+            # geth counts the gas a CALL forwards as the CALL's cost, but not a CREATE's.
+            spent += leftover - child.msg.gas if op in _CREATES else leftover
+        if step is not None:
+            step.gas_cost = spent
+
+    def fail(self, step: StructStep | None, opcode_fn: Any, error: VMError) -> None:
+        if step is None:
+            return
+        # geth marks a step only when it fails before running (gas, stack, static checks).
+        if isinstance(error, OutOfGas | InsufficientStack | FullStack | WriteProtection):
+            step.error = geth_vm_error(error)
+            step.gas_cost = step.gas_cost or int(getattr(opcode_fn, "gas_cost", 0) or 0)
+        elif isinstance(error, InvalidInstruction):
+            step.error = geth_vm_error(error)
+
+
+def _stack_values(computation: BaseComputation) -> list[int | bytes]:
+    return cast(Stack, computation._stack).values
+
+
+def _as_int(value: int | bytes) -> int:
+    return value if isinstance(value, int) else int.from_bytes(value, "big")
+
+
+def _as_address(value: int | bytes) -> bytes:
+    return (_as_int(value) & _ADDRESS_MASK).to_bytes(20, "big")
+
+
+# Traces run on the RPC read threads; each thread traces one transaction at a time.
+_ACTIVE = threading.local()
+
+
+def _active_probe() -> _Probe | None:
+    probe: _Probe | None = getattr(_ACTIVE, "probe", None)
+    return probe
+
+
+class _Attached:
+    """`with _Attached(probe):` — the probe sees every frame run on this thread meanwhile."""
+
+    def __init__(self, probe: _Probe | None) -> None:
+        self.probe = probe
+
+    def __enter__(self) -> None:
+        _ACTIVE.probe = self.probe
+
+    def __exit__(self, *exc: object) -> None:
+        _ACTIVE.probe = None
+
+
+# ------------------------------------------------------------------ the traced computation
+@dataclass(frozen=True)
+class _SelfDestruct:
+    beneficiary: bytes
+    balance: int
+
+
+class _TracedComputation(BaseComputation):
+    """Mixed into the fork's computation class; inert unless a probe is attached."""
+
+    def __init__(
+        self,
+        state: StateAPI,
+        message: MessageAPI,
+        transaction_context: TransactionContextAPI,
+    ) -> None:
+        super().__init__(state, message, transaction_context)
+        self.kind = "CREATE" if message.is_create else "CALL"
+        self.next_kind = "CALL"
+        self.log_positions: list[int] = []
+        self.selfdestructs: list[_SelfDestruct] = []
+
+    @classmethod
+    def apply_computation(
+        cls,
+        state: StateAPI,
+        message: MessageAPI,
+        transaction_context: TransactionContextAPI,
+        parent_computation: ComputationAPI | None = None,
+    ) -> ComputationAPI:
+        probe = _active_probe()
+        if probe is None or not probe.instruments_opcodes:
+            if probe is not None:
+                probe.check_deadline()
+            return super().apply_computation(
+                state, message, transaction_context, parent_computation=parent_computation
+            )
+        probe.check_deadline()
+        return _run_instrumented(
+            cls, probe, state, message, transaction_context, parent_computation
+        )
+
+    def apply_child_computation(self, child_msg: MessageAPI) -> ComputationAPI:
+        child = super().apply_child_computation(child_msg)
+        if isinstance(child, _TracedComputation):
+            child.kind = self.next_kind
+        self.next_kind = "CALL"
+        return child
+
+    def add_log_entry(self, account: Address, topics: tuple[int, ...], data: bytes) -> None:
+        super().add_log_entry(account, topics, data)
+        self.log_positions.append(len(self.children))
+
+
+class _FrameTag:
+    """Wraps CALL/CREATE-family opcodes: the next child frame gets this opcode's name."""
+
+    def __init__(self, inner: Callable[..., None], kind: str) -> None:
+        self.inner = inner
+        self.kind = kind
+        self.mnemonic = getattr(inner, "mnemonic", kind)
+        self.gas_cost = getattr(inner, "gas_cost", 0)
+
+    def __call__(self, computation: ComputationAPI) -> None:
+        if isinstance(computation, _TracedComputation):
+            computation.next_kind = self.kind
+        self.inner(computation=computation)
+
+
+class _SelfDestructWatch:
+    """Wraps SELFDESTRUCT: geth's callTracer shows it as a frame (beneficiary, balance)."""
+
+    def __init__(self, inner: Callable[..., None]) -> None:
+        self.inner = inner
+        self.mnemonic = getattr(inner, "mnemonic", "SELFDESTRUCT")
+        self.gas_cost = getattr(inner, "gas_cost", 0)
+
+    def __call__(self, computation: ComputationAPI) -> None:
+        traced = computation if isinstance(computation, _TracedComputation) else None
+        values = _stack_values(cast(BaseComputation, computation))
+        beneficiary = _as_address(values[-1]) if values else b"\x00" * 20
+        balance = computation.state.get_balance(computation.msg.storage_address)
+        try:
+            self.inner(computation=computation)
+        except Halt:
+            if traced is not None:
+                traced.selfdestructs.append(_SelfDestruct(beneficiary, balance))
+            raise
+
+
+def _run_instrumented(
+    cls: type[_TracedComputation],
+    probe: _Probe,
+    state: StateAPI,
+    message: MessageAPI,
+    transaction_context: TransactionContextAPI,
+    parent_computation: ComputationAPI | None,
+) -> ComputationAPI:
+    """py-evm 0.12's `BaseComputation.apply_computation`, with the probe around each opcode."""
+    with cls(state, message, transaction_context) as entered:
+        computation = cast(_TracedComputation, entered)
+        if computation.is_origin_computation:
+            computation.contracts_created = []
+            if message.is_create:
+                cls.consume_initcode_gas_cost(computation)
+        if parent_computation is not None:
+            computation.contracts_created = parent_computation.contracts_created
+        if message.is_create:
+            computation.contracts_created.append(message.storage_address)
+        precompile = computation.precompiles.get(message.code_address, NO_RESULT)
+        if precompile is not NO_RESULT:
+            if not message.is_delegation:
+                precompile(computation)
+            return computation
+        probe.frames.append((computation, [0]))
+        try:
+            _step(computation, probe)
+        finally:
+            probe.frames.pop()
+    return computation
+
+
+def _step(computation: _TracedComputation, probe: _Probe) -> None:
+    code = computation.code
+    lookup = computation.opcodes
+    meter = computation._gas_meter
+    opcodes = iter(code)
+    while True:
+        pc = code.program_counter
+        opcode = next(opcodes)
+        opcode_fn: Any = lookup.get(opcode) or InvalidOpcode(opcode)
+        gas = meter.gas_remaining
+        children = len(computation.children)
+        step = probe.before(computation, pc, opcode, gas)
+        try:
+            opcode_fn(computation=computation)
+        except Halt:
+            probe.after(computation, step, opcode, gas, children)
+            return
+        except VMError as exc:
+            probe.after(computation, step, opcode, gas, children)
+            probe.fail(step, opcode_fn, exc)
+            raise
+        probe.after(computation, step, opcode, gas, children)
+
+
+@cache
+def traced_vm_class(vm_class: type[VM]) -> type[VM]:
+    """`vm_class` with the traced computation in its state; built once per fork."""
+    state_class = cast(type[BaseState], vm_class.get_state_class())
+    base = cast(type[BaseComputation], state_class.computation_class)
+    opcodes: dict[int, Any] = dict(base.opcodes)
+    for value, kind in _FRAME_KINDS.items():
+        if value in opcodes:
+            opcodes[value] = _FrameTag(opcodes[value], kind)
+    if SELFDESTRUCT in opcodes:
+        opcodes[SELFDESTRUCT] = _SelfDestructWatch(opcodes[SELFDESTRUCT])
+    computation_class = type(
+        f"Traced{base.__name__}", (_TracedComputation, base), {"opcodes": opcodes}
+    )
+    traced_state = type(
+        f"Traced{state_class.__name__}", (state_class,), {"computation_class": computation_class}
+    )
+    traced_vm = type(f"Traced{vm_class.__name__}", (vm_class,), {"_state_class": traced_state})
+    return cast(type[VM], traced_vm)
+
+
+# ------------------------------------------------------------------ frames from computations
+def call_frame(
+    computation: ComputationAPI,
+    *,
+    gas: int,
+    gas_used: int,
+    sender: bytes,
+    options: TraceOptions,
+    log_offset: int = 0,
+) -> CallFrame:
+    """geth's callTracer result for one transaction whose top computation is `computation`."""
+    kept = {entry[0]: i for i, entry in enumerate(computation.get_raw_log_entries())}
+    top = _frame(computation, kept, log_offset, options, depth=0)
+    top.sender = sender
+    top.gas = gas
+    top.gas_used = gas_used
+    if options.with_log:
+        _clear_failed_logs(top, parent_failed=False)
+    return top
+
+
+def _frame(
+    computation: ComputationAPI,
+    kept: dict[int, int],
+    log_offset: int,
+    options: TraceOptions,
+    depth: int,
+) -> CallFrame:
+    msg = computation.msg
+    kind = computation.kind if isinstance(computation, _TracedComputation) else "CALL"
+    if depth == 0 and msg.is_create:
+        kind = "CREATE"
+    if kind in ("DELEGATECALL", "CALLCODE"):
+        sender, to = bytes(msg.storage_address), bytes(msg.code_address)
+    else:
+        sender, to = bytes(msg.sender), bytes(msg.storage_address)
+    frame = CallFrame(
+        kind=kind,
+        sender=sender,
+        to=to,
+        value=None if kind == "STATICCALL" else int(msg.value),
+        gas=int(msg.gas),
+        gas_used=int(computation.get_gas_used()),
+        input=bytes(msg.code) if msg.is_create else bytes(msg.data),
+    )
+    _finish(frame, computation)
+    if not options.only_top_call:
+        frame.calls = [
+            _frame(child, kept, log_offset, options, depth + 1) for child in computation.children
+        ]
+        if isinstance(computation, _TracedComputation):
+            # SELFDESTRUCT halts its frame, so its pseudo-frame is always the last one.
+            frame.calls.extend(
+                _selfdestruct_frame(computation, sd) for sd in computation.selfdestructs
+            )
+    if options.with_log and isinstance(computation, _TracedComputation):
+        for (counter, address, topics, data), position in zip(
+            computation._log_entries, computation.log_positions, strict=True
+        ):
+            frame.logs.append(
+                FrameLog(
+                    address=bytes(address),
+                    topics=tuple(t.to_bytes(32, "big") for t in topics),
+                    data=bytes(data),
+                    index=log_offset + kept.get(counter, 0),
+                    position=0 if options.only_top_call else position,
+                )
+            )
+    return frame
+
+
+def _selfdestruct_frame(computation: ComputationAPI, sd: _SelfDestruct) -> CallFrame:
+    return CallFrame(
+        kind="SELFDESTRUCT",
+        sender=bytes(computation.msg.storage_address),
+        to=sd.beneficiary,
+        value=sd.balance,
+        gas=0,
+        gas_used=0,
+        input=b"",
+    )
+
+
+def _finish(frame: CallFrame, computation: ComputationAPI) -> None:
+    """geth's `processOutput`: output on success; error, revert data and reason on failure."""
+    output = bytes(computation.output)
+    if not computation.is_error:
+        frame.output = output
+        return
+    error = computation.error
+    frame.error = geth_vm_error(error)
+    if frame.kind in ("CREATE", "CREATE2"):
+        frame.to = None
+    if not isinstance(error, Revert) or not output:
+        return
+    frame.output = output
+    frame.revert_reason = unpack_revert_reason(output)
+
+
+def _clear_failed_logs(frame: CallFrame, *, parent_failed: bool) -> None:
+    failed = parent_failed or frame.error is not None
+    if failed:
+        frame.logs = []
+    for child in frame.calls:
+        _clear_failed_logs(child, parent_failed=failed)
+
+
+# ------------------------------------------------------------------ running
+@dataclass(frozen=True)
+class _Ran:
+    sender: bytes
+    computation: ComputationAPI
+    gas_used: int
+    log_offset: int
+
+
+class Tracer:
+    """Replays committed blocks and runs calls with geth's tracers attached."""
+
+    def __init__(self, reader: ChainReader, calls: CallRunner, *, max_steps: int = 0) -> None:
+        """`max_steps` bounds a struct log (0: no bound) so that a trace that could never be
+        sent is refused early instead of filling memory."""
+        self.reader = reader
+        self.calls = calls
+        self.max_steps = max_steps
+        self._chain_context = ChainContext(reader.chain_id)
+
+    # ---------------------------------------------------------------- blocks
+    def trace_block(self, number: int, options: TraceOptions) -> list[TxTrace]:
+        """Every transaction of canonical block `number`, in order."""
+        stored = self.reader.block_by_number(number)
+        if stored is None:
+            raise NotFound(f"block #{number} not found")
+        if number == 0:
+            raise NotFound("genesis is not traceable")
+        return list(self._replay(number, range(len(stored.transactions)), options))
+
+    def trace_transaction(self, tx_hash: bytes, options: TraceOptions) -> TraceResult:
+        location = self.reader.tx_location(tx_hash)
+        if location is None:
+            raise NotFound("transaction not found")
+        number, index = location
+        if number == 0:
+            raise NotFound("genesis is not traceable")
+        traces = list(self._replay(number, range(index, index + 1), options))
+        return traces[0].result
+
+    def _replay(self, number: int, wanted: range, options: TraceOptions) -> Iterator[TxTrace]:
+        stored = self.reader.block_by_number(number)
+        parent = self.reader.header_by_number(number - 1)
+        if stored is None or parent is None:
+            raise NotFound(f"block #{number} not found")
+        claimed = stored.header
+        vm_class = traced_vm_class(self.reader.fork.vm_class)
+        fields = {n: getattr(claimed, n) for n in _PRODUCER_FIELDS if hasattr(claimed, n)}
+        template = vm_class.create_header_from_parent(parent, **fields)
+        overlay = StateOverlay(self.reader.store.state_db())
+        vm = vm_class(
+            header=template,
+            chaindb=self.reader.evm_chaindb(overlay),
+            chain_context=self._chain_context,
+            consensus_context=ConsensusContext(overlay.db),
+        )
+        vm.block_preprocessing(vm.get_block())
+        header = vm.get_header()
+        log_offset = 0
+        previous_gas = 0
+        for index, tx in enumerate(stored.transactions[: wanted.stop]):
+            probe = self._probe(options, options.timeout) if index in wanted else None
+            with _Attached(probe):
+                try:
+                    receipt, computation = vm.apply_transaction(header, tx)
+                except TraceAborted as exc:
+                    raise ExecutionFailed(str(exc)) from None
+            if receipt.encode() != stored.receipts[index].encode():
+                # A trace of anything but what the chain holds would be a lie: refuse it.
+                raise ExecutionFailed(
+                    f"replaying block #{number} diverged at transaction {index} "
+                    f"(0x{tx.hash.hex()}): its receipt differs from the stored one"
+                )
+            header = vm.add_receipt_to_header(header, receipt)
+            header = vm.increment_blob_gas_used(header, tx)
+            ran = _Ran(
+                sender=bytes(stored.senders[index]),
+                computation=computation,
+                gas_used=receipt.gas_used - previous_gas,
+                log_offset=log_offset,
+            )
+            previous_gas = receipt.gas_used
+            log_offset += len(receipt.logs)
+            if probe is not None:
+                yield TxTrace(tx.hash, self._result(ran, probe, options, gas=tx.gas))
+
+    def _probe(self, options: TraceOptions, timeout: float) -> _Probe:
+        deadline = time.monotonic() + timeout if timeout > 0 else None
+        if options.tracer is None:
+            return _Probe(steps=options.struct, deadline=deadline, max_steps=self.max_steps)
+        return _Probe(deadline=deadline)
+
+    @staticmethod
+    def _result(ran: _Ran, probe: _Probe, options: TraceOptions, *, gas: int) -> TraceResult:
+        computation = ran.computation
+        if options.tracer is None:
+            failed = computation.is_error
+            output = bytes(computation.output)
+            if failed and not isinstance(computation.error, Revert):
+                output = b""
+            return StructResult(ran.gas_used, failed, output, probe.steps)
+        return call_frame(
+            computation,
+            gas=gas,
+            gas_used=ran.gas_used,
+            sender=ran.sender,
+            options=options,
+            log_offset=ran.log_offset,
+        )
+
+    # ---------------------------------------------------------------- calls
+    def trace_call(
+        self, header: BlockHeaderAPI, params: CallParams, options: TraceOptions
+    ) -> TraceResult:
+        """debug_traceCall: `params` run on the state after `header`, nothing kept."""
+        gas = self._call_gas(params)
+        probe = self._probe(options, options.timeout)
+        vm_class = traced_vm_class(self.reader.fork.vm_class)
+        with _Attached(probe):
+            try:
+                outcome = self.calls.run(header, replace(params, gas=gas), vm_class=vm_class)
+            except TraceAborted as exc:
+                raise ExecutionFailed(str(exc)) from None
+        gas_used = final_gas_used(vm_class, outcome.computation, gas)
+        ran = _Ran(
+            sender=bytes(params.sender),
+            computation=outcome.computation,
+            gas_used=gas_used,
+            log_offset=0,
+        )
+        return self._result(ran, probe, options, gas=gas)
+
+    def _call_gas(self, params: CallParams) -> int:
+        cap = self.calls.gas_cap
+        return min(params.gas, cap) if params.gas is not None else cap
+
+    def create_access_list(
+        self, header: BlockHeaderAPI, params: CallParams, *, max_rounds: int = 32
+    ) -> AccessListResult:
+        """geth's eth_createAccessList: run, collect what was touched, re-run until stable."""
+        gas = self._call_gas(params)
+        state = self.reader.state_at(header)
+        vm_class = traced_vm_class(self.reader.fork.vm_class)
+        if params.to is not None:
+            to = bytes(params.to)
+        else:
+            to = bytes(generate_contract_address(params.sender, state.get_nonce(params.sender)))
+        precompiles = cast(type[BaseComputation], vm_class.get_state_class().computation_class)
+        exclude = frozenset(
+            {bytes(params.sender), to, *(bytes(a) for a in precompiles.get_precompiles())}
+        )
+        previous = AccessCollector(params.access_list, exclude).as_list()
+        for _ in range(max_rounds):
+            collector = AccessCollector(previous, exclude)
+            probe = _Probe(access=collector)
+            with _Attached(probe):
+                outcome = self.calls.run(
+                    header, replace(params, gas=gas, access_list=previous), vm_class=vm_class
+                )
+            found = collector.as_list()
+            if found == previous:
+                computation = outcome.computation
+                error = geth_vm_error(computation.error) if computation.is_error else None
+                used = final_gas_used(vm_class, computation, gas)
+                return AccessListResult(previous, used, error)
+            previous = found
+        raise ExecutionFailed(
+            f"access list did not settle after {max_rounds} runs; pass an accessList to start from"
+        )
+
+
+def final_gas_used(vm_class: type[VM], computation: ComputationAPI, gas: int) -> int:
+    """What the receipt would say: gas spent, minus the refund, raised to the EIP-7623 floor."""
+    state_class = cast(type[BaseState], vm_class.get_state_class())
+    executor = cast(type[FrontierTransactionExecutor], state_class.transaction_executor_class)
+    used = gas - computation.get_gas_remaining()
+    refund = int(executor.calculate_gas_refund(computation, used))
+    floor = int(getattr(computation, "data_floor_gas", 0) or 0)
+    return used - refund + floor

@@ -1,0 +1,51 @@
+"""Sender recovery on the second core.
+
+Recovering a transaction's sender (secp256k1 public-key recovery) is the largest part of
+admission, and CPU-bound Python holds the GIL: done in the node process it competes with
+block execution. Batches are sent to a worker process instead, which returns each sender
+(or None when recovery fails; the normal admission path then produces the precise error).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+
+log = logging.getLogger("cairn.txpool")
+
+# Below this many transactions the round trip to the worker costs more than it saves.
+MIN_BATCH = 8
+
+
+def _recover_batch(fork_name: str, raws: Sequence[bytes]) -> list[bytes | None]:
+    from cairn.execution.forks import fork_named
+
+    fork = fork_named(fork_name)
+    senders: list[bytes | None] = []
+    for raw in raws:
+        try:
+            senders.append(bytes(fork.decode_transaction(raw).sender))
+        except Exception:  # any failure is re-diagnosed, with its proper message, by admission
+            senders.append(None)
+    return senders
+
+
+class SenderRecovery:
+    def __init__(self, fork_name: str, workers: int = 1) -> None:
+        self._fork_name = fork_name
+        # forkserver: the node process has threads; forking it directly is unsafe.
+        context = multiprocessing.get_context("forkserver")
+        self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
+
+    async def warm_up(self) -> None:
+        await self.recover([])
+
+    async def recover(self, raws: Sequence[bytes]) -> list[bytes | None]:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, _recover_batch, self._fork_name, list(raws))
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
