@@ -62,6 +62,9 @@ class InvalidBlock(CairnError):
         self.number = number
         self.block_hash = block_hash
         self.reason = reason
+        if number < 0:  # bytes that never decoded into a block
+            super().__init__(f"invalid block data: {reason}")
+            return
         super().__init__(f"invalid block #{number} 0x{block_hash.hex()}: {reason}")
 
 
@@ -70,6 +73,9 @@ class InvalidCommit(CairnError):
         self.number = number
         self.block_hash = block_hash
         self.reason = reason
+        if number < 0:
+            super().__init__(f"invalid commit data: {reason}")
+            return
         super().__init__(f"invalid commit for block #{number} 0x{block_hash.hex()}: {reason}")
 
 

@@ -21,11 +21,12 @@ from cairn.execution.genesis import genesis_block
 from cairn.genesis.dev import DEV_MNEMONIC, DEV_PRODUCER_KEY, dev_accounts, dev_genesis
 from cairn.genesis.model import Genesis
 from cairn.genesis.parse import genesis_to_json, load_genesis
-from cairn.node import cli_mirror
+from cairn.node import cli_mirror, cli_testnet
 from cairn.node.config import add_options, resolve
 from cairn.node.keys import find_keystore, load_keystore, read_password, save_keystore
 from cairn.node.logs import setup_logging
-from cairn.node.service import Node, NodeSettings
+from cairn.node.p2p_wiring import p2p_config
+from cairn.node.service import CLIENT_VERSION, Node, NodeSettings
 from cairn.rpc.backend import RpcConfig
 from cairn.storage.store import ChainIdentity, ChainStore
 
@@ -141,6 +142,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
         block_time=opts["block_time"] if opts["block_time"] is not None else 0.0,
         dev=True,
         dev_keys=dev_keys,
+        p2p=p2p_config(opts, datadir, dev=True, client=CLIENT_VERSION),
         mirror_url=opts["mirror_url"],
     )
     return _serve(settings, banner=lambda node: _banner(genesis, datadir, node, min(accounts, 10)))
@@ -197,6 +199,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         ws_port=opts["ws_port"] or None,
         rpc=_rpc_config(opts, dev=False),
         producer_key=_load_producer(opts, datadir),
+        p2p=p2p_config(opts, datadir, dev=False, client=CLIENT_VERSION),
         mirror_url=opts["mirror_url"],
     )
     return _serve(settings, banner=None)
@@ -312,6 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
     reset.add_argument("--datadir", required=True)
     reset.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     reset.set_defaults(func=cmd_db_reset)
+
+    cli_testnet.add_commands(sub)
     cli_mirror.add_commands(sub)
     return parser
 

@@ -52,6 +52,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("rpc.filter-timeout", float, 300.0, "seconds an unpolled filter lives (geth: 300)"),
     Option("producer.keystore", str, None, "keystore v3 file of the producer key", metavar="FILE"),
     Option("producer.password", str, None, "file holding the keystore password", metavar="FILE"),
+    Option("p2p.port", int, None, "libp2p TCP port (run: default 30333, 0 picks one; dev: off)"),
+    Option("p2p.addr", str, "0.0.0.0", "libp2p listening interface"),
+    Option("bootnodes", str, None, "comma-separated multiaddrs /ip4/../tcp/../p2p/<peer id>"),
+    Option("p2p.maxpeers", int, 25, "most connected peers"),
+    Option("nodiscover", bool, False, "no peer exchange or mDNS: dial only --bootnodes"),
+    Option("p2p.mdns", bool, False, "find peers on the LAN / compose network by mDNS"),
     Option(
         "mirror.url",
         str,
@@ -84,6 +90,16 @@ def add_options(parser: argparse.ArgumentParser, *, dev: bool) -> None:
     parser.add_argument("--config", metavar="FILE", default=None, help="TOML config file")
     for option in OPTIONS:
         if option.dev_only and not dev:
+            continue
+        if option.kind is bool:  # a switch, as geth's --nodiscover
+            parser.add_argument(
+                f"--{option.name}",
+                dest=option.dest,
+                action="store_const",
+                const=True,
+                default=None,
+                help=f"{option.help} (env {option.env})",
+            )
             continue
         parser.add_argument(
             f"--{option.name}",

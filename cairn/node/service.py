@@ -18,6 +18,7 @@ from eth_typing import Address
 
 import cairn
 from cairn.consensus.devchain import DevChain
+from cairn.consensus.follower import Follower
 from cairn.consensus.sequencer import ProducerConfig, Sequencer
 from cairn.execution.call import CallRunner
 from cairn.execution.chain import Chain, open_store
@@ -28,6 +29,9 @@ from cairn.mirror.metrics import MirrorCollector
 from cairn.mirror.service import Mirror, MirrorConfig, NodeInfo
 from cairn.mirror.source import ChainSource
 from cairn.node.metrics import metrics_handler, new_registry
+from cairn.node.p2p_wiring import P2PLink
+from cairn.p2p.api import P2PConfig
+from cairn.rpc.admin import AdminNamespace
 from cairn.rpc.backend import Backend, RpcConfig
 from cairn.rpc.debug import DebugNamespace
 from cairn.rpc.dispatch import Dispatcher, collect
@@ -55,6 +59,7 @@ class NodeSettings:
     block_time: float | None = None
     dev: bool = False
     dev_keys: dict[Address, bytes] = field(default_factory=dict)
+    p2p: P2PConfig | None = None
     mirror_url: str | None = None
 
 
@@ -80,6 +85,8 @@ class Node:
         self.metrics = new_registry()
         self.mirror: Mirror | None = None
         self.live: LiveRpc | None = None
+        self.follower: Follower | None = None
+        self.p2p: P2PLink | None = None
         self._stop = asyncio.Event()
         self._stopped = False
         self._background: set[asyncio.Future[None]] = set()
@@ -137,6 +144,23 @@ class Node:
         # Sender recovery on the second core; its worker starts in the background.
         self.recovery = SenderRecovery(self.fork.name)
         self._background.add(asyncio.ensure_future(self.recovery.warm_up()))
+        # ---- p2p and full-node following (issue #4) ----
+        self.follower = Follower(
+            self.chain, self.pool, self.events, self.writer, importing=self.producer is None
+        )
+        if self.settings.p2p is not None:
+            self.p2p = P2PLink(
+                self.settings.p2p,
+                self.chain,
+                self.pool,
+                self.events,
+                self.follower,
+                self.metrics,
+                producer=self.producer is not None,
+            )
+            await self.p2p.start()
+        self.follower.start()
+        # ---- end p2p ----
         backend = Backend(
             chain=self.chain,
             pool=self.pool,
@@ -148,6 +172,8 @@ class Node:
             dev_mode=self.settings.dev,
             producer=self.producer,
             dev_keys=self.settings.dev_keys,
+            peer_count=self.p2p.service.peer_count if self.p2p else (lambda: 0),
+            syncing=self.follower.syncing,
             recovery=self.recovery,
             dev=dev_chain,
         )
@@ -170,6 +196,8 @@ class Node:
         # ---- end mirror
         eth = EthNamespace(backend)
         methods = collect(eth)
+        if self.p2p is not None:
+            methods |= collect(AdminNamespace(self.p2p.service, self.chain, CLIENT_VERSION))
         # debug_* tracing and raw data; eth_getProof and eth_createAccessList
         methods.update(collect(DebugNamespace(backend)))
         methods.update(collect(ProofNamespace(backend)))
@@ -215,6 +243,10 @@ class Node:
             await self.rpc.stop()
         if self.live is not None:
             await self.live.stop()
+        if self.p2p is not None:
+            await self.p2p.stop()
+        if self.follower is not None:
+            await self.follower.stop()
         if self.producer is not None:
             await self.producer.stop()
         if self.recovery is not None:
@@ -255,6 +287,23 @@ class Node:
             "txpool": {"pending": pending, "queued": queued},
             "uptimeSeconds": round(time.time() - self.started_at, 1),
             "version": CLIENT_VERSION,
+            "syncing": self.follower.syncing() if self.follower else False,
+            "p2p": self._p2p_status(),
+        }
+
+    def _p2p_status(self) -> dict[str, Any] | None:
+        if self.p2p is None:
+            return None
+        node = self.p2p.service.node_info()
+        return {
+            "peerId": node.peer_id,
+            "listenAddrs": list(node.listen_addrs),
+            "peers": [
+                {"id": p.peer_id, "head": p.head, "addr": p.listen_addr, "score": p.score}
+                for p in self.p2p.service.peers()
+            ],
+            "banned": list(node.banned),
+            "stats": node.stats,
         }
 
     async def _health(self, request: web.Request) -> web.Response:

@@ -31,6 +31,8 @@ class NodeProcess:
         self.command = command
         self.args = list(args)
         self.http_port = free_port()
+        # `run` joins a network on 30333 by default; tests never share a fixed port.
+        self.p2p_port = free_port()
         self.url = f"http://127.0.0.1:{self.http_port}"
         self.ws_url = f"ws://127.0.0.1:{self.http_port}"
         self.log_path = datadir.parent / f"{datadir.name}-{command}.log"
@@ -49,8 +51,14 @@ class NodeProcess:
             str(self.http_port),
             "--ws.port",
             "0",
+            *self._p2p_args(),
             *self.args,
         ]
+
+    def _p2p_args(self) -> list[str]:
+        if self.command != "run" or "--p2p.port" in self.args:
+            return []
+        return ["--p2p.port", str(self.p2p_port), "--p2p.addr", "127.0.0.1"]
 
     def start(self, wait: bool = True, timeout: float = 60.0) -> NodeProcess:
         self._log = self.log_path.open("ab")

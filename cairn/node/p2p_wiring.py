@@ -1,0 +1,130 @@
+"""Wiring of the p2p layer into a node: adapters from chain, pool and follower to the
+Protocols `cairn.p2p.api` asks for, block announcements from the producer, and the
+`--p2p.*` options turned into a `P2PConfig`. Kept out of service.py so that file stays small.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from cairn.consensus.follower import Follower
+from cairn.errors import ConfigError
+from cairn.execution.chain import BlockCommitted, Chain
+from cairn.execution.events import ChainEvents
+from cairn.execution.wire import bundle_from_parts, load_bundle
+from cairn.p2p import messages
+from cairn.p2p.api import P2PConfig
+from cairn.p2p.service import P2PService
+from cairn.txpool.pool import TxPool
+from cairn.txpool.relay import TxRelay
+
+DEFAULT_P2P_PORT = 30333
+
+
+def p2p_config(opts: dict[str, Any], datadir: Path, *, dev: bool, client: str) -> P2PConfig | None:
+    """`run` always joins a network; `dev` only when a p2p flag asks for it."""
+    port = opts.get("p2p_port")
+    bootnodes = tuple(b.strip() for b in str(opts.get("bootnodes") or "").split(",") if b.strip())
+    if dev and port is None and not bootnodes and not opts.get("p2p_mdns"):
+        return None
+    max_peers = int(opts.get("p2p_maxpeers") or 25)
+    if max_peers < 1:
+        raise ConfigError("--p2p.maxpeers must be at least 1")
+    return P2PConfig(
+        datadir=datadir / "p2p",
+        listen_addr=str(opts.get("p2p_addr") or "0.0.0.0"),
+        port=DEFAULT_P2P_PORT if port is None else int(port),
+        bootnodes=bootnodes,
+        max_peers=max_peers,
+        discovery=not bool(opts.get("nodiscover")),
+        mdns=bool(opts.get("p2p_mdns")) and not bool(opts.get("nodiscover")),
+        client=client,
+    )
+
+
+class StoreChainView:
+    """`ChainView` over the committed chain; reads are lock-free and thread-safe."""
+
+    def __init__(self, chain: Chain) -> None:
+        self._chain = chain
+
+    @property
+    def chain_id(self) -> int:
+        return self._chain.chain_id
+
+    @property
+    def genesis_hash(self) -> bytes:
+        return self._chain.genesis_hash
+
+    def head(self) -> tuple[int, bytes]:
+        head = self._chain.store.head
+        return head.number, head.block_hash
+
+    def load_bundle(self, number: int) -> bytes | None:
+        bundle = load_bundle(self._chain.reader, number)
+        return None if bundle is None else bundle.encode()
+
+
+class GossipRouter:
+    """`GossipHandlers`: blocks to the follower, transactions to the pool."""
+
+    def __init__(self, follower: Follower, relay: TxRelay) -> None:
+        self._follower = follower
+        self._relay = relay
+
+    async def on_block(self, data: bytes) -> bool:
+        return await self._follower.on_gossip_block(data)
+
+    async def on_txs(self, data: bytes) -> bool:
+        return self._relay.admit_gossip(messages.decode_txs(data))
+
+    async def on_consensus(self, data: bytes) -> bool:
+        return False  # no BFT engine on this node: nothing to judge, nothing relayed
+
+    def on_new_peer(self, peer_id: str) -> None:
+        # Transactions that were pooled while nobody listened (journal restore, a lost
+        # connection) reach the newcomer too, as geth announces its pool to new peers.
+        self._relay.rebroadcast_soon()
+
+
+class P2PLink:
+    def __init__(
+        self,
+        config: P2PConfig,
+        chain: Chain,
+        pool: TxPool,
+        events: ChainEvents,
+        follower: Follower,
+        registry: CollectorRegistry,
+        *,
+        producer: bool,
+    ) -> None:
+        self.relay = TxRelay(pool, self._publish_txs)
+        self.service = P2PService(
+            config, StoreChainView(chain), GossipRouter(follower, self.relay), registry
+        )
+        follower.attach(self.service)
+        self._unsubscribe = events.subscribe(self._announce) if producer else None
+
+    def _publish_txs(self, raws: list[bytes]) -> None:
+        for batch in messages.split_batches(raws):
+            self.service.publish("txs", messages.encode_txs(batch))
+
+    def _announce(self, event: BlockCommitted) -> None:
+        block = event.result.block
+        bundle = bundle_from_parts(
+            event.result.header, [tx.encode() for tx in block.transactions], event.commit
+        )
+        self.service.publish("blocks", bundle.encode())
+
+    async def start(self) -> None:
+        await self.service.start()
+
+    async def stop(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+        self.relay.close()
+        await self.service.stop()

@@ -1,0 +1,37 @@
+"""Prometheus figures of the p2p layer (peers, gossip, invalid messages, bans, refusals).
+
+Each node process owns one registry so a test process can build several nodes' metrics.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+
+class P2PMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.peers = Gauge(
+            "cairn_p2p_peers", "connected peers past the handshake", registry=registry
+        )
+        self.gossip_received = Counter(
+            "cairn_p2p_gossip_received_total",
+            "gossip messages judged, by topic",
+            ["topic"],
+            registry=registry,
+        )
+        self.invalid_messages = Counter(
+            "cairn_p2p_invalid_messages_total",
+            "invalid messages from peers, by topic and fault",
+            ["topic", "fault"],
+            registry=registry,
+        )
+        self.bans = Counter("cairn_p2p_bans_total", "peers banned", registry=registry)
+        self.refused = Counter(
+            "cairn_p2p_refused_peers_total",
+            "peers refused at the handshake, by reason",
+            ["reason"],
+            registry=registry,
+        )
+        self.sync_blocks = Counter(
+            "cairn_p2p_sync_blocks_total", "blocks received by range sync", registry=registry
+        )
