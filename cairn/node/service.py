@@ -21,14 +21,14 @@ from cairn.consensus.devchain import DevChain
 from cairn.consensus.follower import Follower
 from cairn.consensus.sequencer import ProducerConfig, Sequencer
 from cairn.execution.call import CallRunner
-from cairn.execution.chain import Chain, open_store
+from cairn.execution.chain import BlockCommitted, Chain, open_store
 from cairn.execution.events import ChainEvents
 from cairn.execution.forks import fork_named
 from cairn.genesis.model import Genesis
 from cairn.mirror.metrics import MirrorCollector
 from cairn.mirror.service import Mirror, MirrorConfig, NodeInfo
 from cairn.mirror.source import ChainSource
-from cairn.node.metrics import metrics_handler, new_registry
+from cairn.node.metrics import NodeCollector, metrics_handler, new_registry
 from cairn.node.p2p_wiring import P2PLink
 from cairn.p2p.api import P2PConfig
 from cairn.rpc.admin import AdminNamespace
@@ -83,6 +83,9 @@ class Node:
         self.rpc: RpcServer | None = None
         self.recovery: SenderRecovery | None = None
         self.metrics = new_registry()
+        self.dispatcher: Dispatcher | None = None
+        self._committed = [0, 0]  # blocks, transactions since start (for /metrics)
+        self.events.subscribe(self._count_committed)
         self.mirror: Mirror | None = None
         self.live: LiveRpc | None = None
         self.follower: Follower | None = None
@@ -206,8 +209,10 @@ class Node:
         self.live = LiveRpc(backend, eth)
         methods.update(self.live.methods())
         self.live.start()
+        self.dispatcher = Dispatcher(methods, self.settings.rpc.batch_limit)
+        self.metrics.register(NodeCollector(self))
         self.rpc = RpcServer(
-            Dispatcher(methods, self.settings.rpc.batch_limit),
+            self.dispatcher,
             self.settings.rpc,
             self.settings.http_addr,
             self.settings.http_port,
@@ -218,6 +223,8 @@ class Node:
                 ("GET", "/status", self._status),
                 ("GET", "/metrics", metrics_handler(self.metrics)),
                 ("GET", "/health/database", self._health_database),
+                ("GET", "/health/ready", self._health_ready),
+                ("GET", "/health/blockchain", self._health_blockchain),
             ],
         )
         await self.rpc.start()
@@ -305,6 +312,47 @@ class Node:
             "banned": list(node.banned),
             "stats": node.stats,
         }
+
+    # ------------------------------------------------------------ figures for /metrics
+    def _count_committed(self, event: BlockCommitted) -> None:
+        self._committed[0] += 1
+        self._committed[1] += len(event.result.block.transactions)
+
+    def head_figures(self) -> tuple[int, int]:
+        head = self.chain.head
+        return head.block_number, head.timestamp
+
+    def pool_figures(self) -> tuple[int, int]:
+        return self.pool.counts()
+
+    def committed_figures(self) -> tuple[int, int]:
+        return self._committed[0], self._committed[1]
+
+    def rpc_figures(self) -> tuple[dict[str, int], dict[str, int]]:
+        if self.dispatcher is None:
+            return {}, {}
+        return dict(self.dispatcher.calls), dict(self.dispatcher.errors)
+
+    async def _health_ready(self, request: web.Request) -> web.Response:
+        """503 until this node serves an up-to-date chain (not while it catches up by sync)."""
+        syncing = self.follower.syncing() if self.follower else False
+        if syncing:
+            return web.json_response(
+                {"ready": False, "reason": "syncing", "syncing": syncing}, status=503
+            )
+        return web.json_response({"ready": True, "blockNumber": self.chain.head.block_number})
+
+    async def _health_blockchain(self, request: web.Request) -> web.Response:
+        head = self.chain.head
+        return web.json_response(
+            {
+                "status": "ok",
+                "blockNumber": head.block_number,
+                "blockHash": "0x" + head.hash.hex(),
+                "headAgeSeconds": round(max(0.0, time.time() - head.timestamp), 1),
+                "mode": self.mode,
+            }
+        )
 
     async def _health(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})

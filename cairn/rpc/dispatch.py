@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -51,6 +52,9 @@ class Dispatcher:
         self.methods = methods
         self.batch_limit = batch_limit
         self._signatures = {name: inspect.signature(fn) for name, fn in methods.items()}
+        # Served calls and error answers by method ("other" for unknown names), for /metrics.
+        self.calls: Counter[str] = Counter()
+        self.errors: Counter[str] = Counter()
 
     async def handle(self, payload: Any, *, context: Any = None) -> Any:
         """Answer a decoded request or batch; None means nothing to send (notifications)."""
@@ -112,7 +116,17 @@ class Dispatcher:
     async def call(self, method: str, params: list[Any], context: Any = None) -> Any:
         fn = self.methods.get(method)
         if fn is None:
+            self.calls["other"] += 1
+            self.errors["other"] += 1
             raise RpcError(METHOD_NOT_FOUND, f"the method {method} does not exist/is not available")
+        self.calls[method] += 1
+        try:
+            return await self._call(fn, method, params, context)
+        except Exception:
+            self.errors[method] += 1
+            raise
+
+    async def _call(self, fn: Handler, method: str, params: list[Any], context: Any) -> Any:
         signature = self._signatures[method]
         args = list(params)
         if "context" in signature.parameters:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -10,6 +11,7 @@ from eth_bloom import BloomFilter
 
 from cairn.execution.reader import StoredBlock
 from cairn.rpc import params
+from cairn.rpc.cache import LruCache
 from cairn.rpc.errors import invalid_params
 from cairn.rpc.format import format_logs
 
@@ -27,11 +29,10 @@ class LogFilter:
 
     def could_match(self, bloom: int) -> bool:
         """False when the block's bloom proves no log can match."""
-        bf = BloomFilter(bloom)
-        if self.addresses and not any(a in bf for a in self.addresses):
+        if self.addresses and not any(_in_bloom(bloom, a) for a in self.addresses):
             return False
         for alternatives in self.topics:
-            if alternatives is not None and not any(t in bf for t in alternatives):
+            if alternatives is not None and not any(_in_bloom(bloom, t) for t in alternatives):
                 return False
         return True
 
@@ -48,18 +49,50 @@ class LogFilter:
     def logs_in(self, stored: StoredBlock) -> Iterator[dict[str, Any]]:
         if not self.could_match(stored.header.bloom):
             return
+        for entry in block_logs(stored):
+            if self.matches(entry.address, entry.topics):
+                yield entry.json
+
+
+@dataclass(frozen=True)
+class IndexedLog:
+    """One log of a committed block: what filters match on, and its JSON."""
+
+    address: bytes
+    topics: tuple[bytes, ...]
+    json: dict[str, Any]
+
+
+_BLOCK_LOGS: LruCache[tuple[IndexedLog, ...]] = LruCache(1024)
+
+
+def block_logs(stored: StoredBlock) -> tuple[IndexedLog, ...]:
+    """Every log of `stored`, formatted once per block (blocks never change)."""
+
+    def build() -> tuple[IndexedLog, ...]:
+        entries: list[IndexedLog] = []
         log_index = 0
         for tx_index, receipt in enumerate(stored.receipts):
-            wanted = [
-                i
-                for i, log in enumerate(receipt.logs)
-                if self.matches(log.address, tuple(_topic_bytes(t) for t in log.topics))
-            ]
-            if wanted:
+            if receipt.logs:
                 formatted = format_logs(stored, tx_index, log_index)
-                for i in wanted:
-                    yield formatted[i]
+                for log, json in zip(receipt.logs, formatted, strict=True):
+                    topics = tuple(_topic_bytes(t) for t in log.topics)
+                    entries.append(IndexedLog(bytes(log.address), topics, json))
             log_index += len(receipt.logs)
+        return tuple(entries)
+
+    return _BLOCK_LOGS.get_or_build(stored.header.hash, build)
+
+
+@functools.lru_cache(maxsize=4096)
+def _bloom_bits(item: bytes) -> int:
+    """The three bits `item` sets in a 2048-bit bloom (eth_bloom's rule), as one mask."""
+    return int(BloomFilter.from_iterable([item]))
+
+
+def _in_bloom(bloom: int, item: bytes) -> bool:
+    mask = _bloom_bits(item)
+    return bloom & mask == mask
 
 
 def _topic_bytes(topic: int | bytes) -> bytes:

@@ -11,6 +11,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import orjson
 from aiohttp import WSMsgType, web
 
 from cairn.rpc.backend import RpcConfig
@@ -24,7 +25,10 @@ Route = tuple[str, str, Callable[[web.Request], Awaitable[web.StreamResponse]]]
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"))
+    try:
+        return orjson.dumps(value).decode()  # ~10x faster than json on large blocks
+    except TypeError:  # an integer beyond 64 bits: orjson refuses it, json does not
+        return json.dumps(value, separators=(",", ":"))
 
 
 def error_body(code: int, message: str) -> str:

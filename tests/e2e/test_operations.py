@@ -1,0 +1,54 @@
+"""Health endpoints, /status and Prometheus /metrics of a running node."""
+
+from __future__ import annotations
+
+import json
+import re
+import urllib.request
+
+from tests.support import rpc
+from tests.support.chain import transfer
+from tests.support.proc import NodeProcess
+from tests.support.wait import wait_until
+
+
+def get(url: str) -> tuple[int, str]:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return response.status, response.read().decode()
+
+
+def metric(text: str, name: str, labels: str = "") -> float:
+    pattern = rf"^{re.escape(name)}{re.escape(labels)} (\S+)$"
+    match = re.search(pattern, text, re.M)
+    assert match is not None, f"{name}{labels} missing from /metrics"
+    return float(match.group(1))
+
+
+def test_health_status_and_metrics(dev_node: NodeProcess) -> None:
+    base = dev_node.url
+    assert get(base + "/health") == (200, '{"status": "ok"}')
+    status, body = get(base + "/healthz")
+    assert status == 200
+    assert json.loads(body) == {
+        "ok": True, "mode": "sequencer", "chainId": 31337, "blockNumber": 0, "healthy": True,
+    }  # fmt: skip
+    assert get(base + "/health/ready")[0] == 200
+
+    dev_node.call("eth_sendRawTransaction", "0x" + transfer(0, 0).hex())
+    wait_until(lambda: dev_node.call("eth_blockNumber") == "0x1", timeout=30, message="block 1")
+
+    chain = json.loads(get(base + "/health/blockchain")[1])
+    assert chain["blockNumber"] == 1 and chain["mode"] == "sequencer"
+    full = json.loads(get(base + "/status")[1])
+    assert full["blockNumber"] == 1 and full["txpool"] == {"pending": 0, "queued": 0}
+
+    bad = rpc.post(base, {"jsonrpc": "2.0", "id": 1, "method": "eth_getBalance", "params": ["0x1"]})
+    assert bad["error"]["code"] == -32602
+    text = get(base + "/metrics")[1]
+    assert metric(text, "cairn_head_block_number") == 1
+    assert metric(text, "cairn_blocks_committed_total") == 1
+    assert metric(text, "cairn_transactions_committed_total") == 1
+    assert metric(text, "cairn_txpool_transactions", '{kind="pending"}') == 0
+    assert metric(text, "cairn_rpc_requests_total", '{method="eth_sendRawTransaction"}') == 1
+    assert metric(text, "cairn_rpc_errors_total", '{method="eth_getBalance"}') == 1
+    assert metric(text, "process_resident_memory_bytes") > 0
