@@ -23,6 +23,7 @@ from eth_utils import ValidationError
 from cairn.errors import ExecutionFailed, TransactionReverted
 from cairn.execution.evmdb import StateOverlay
 from cairn.execution.reader import ChainReader
+from cairn.execution.vmerrors import geth_vm_error
 
 ZERO_ADDRESS = Address(b"\x00" * 20)
 TRANSFER_GAS = 21_000
@@ -191,27 +192,7 @@ def raise_for(computation: ComputationAPI) -> None:
     error = computation.error
     if isinstance(error, Revert):
         raise TransactionReverted(computation.output, revert_message(computation.output))
-    raise ExecutionFailed(describe_vm_error(error))
-
-
-def describe_vm_error(error: Exception) -> str:
-    name = type(error).__name__
-    text = str(error)
-    known = {
-        "OutOfGas": "out of gas",
-        "InsufficientStack": "stack underflow",
-        "FullStack": "stack limit reached 1024",
-        "InvalidJumpDestination": "invalid jump destination",
-        "InvalidInstruction": "invalid opcode",
-        "StackDepthLimit": "max call depth exceeded",
-        "WriteProtection": "write protection",
-        "ContractCreationCollision": "contract address collision",
-        "OutOfBoundsRead": "return data out of bounds",
-        "InsufficientFunds": "insufficient balance for transfer",
-        "ReservedBytesInCode": "invalid code: must not begin with 0xef",
-    }
-    base = known.get(name, name)
-    return f"{base}: {text}" if text and base != text else base
+    raise ExecutionFailed(geth_vm_error(error))
 
 
 def revert_message(output: bytes) -> str:

@@ -12,8 +12,8 @@ from typing import Any
 
 import rlp
 from eth._utils.address import generate_contract_address
-from eth.abc import ReceiptAPI, SignedTransactionAPI
 
+from cairn.execution.fees import effective_gas_price, receipt_status
 from cairn.execution.reader import StoredBlock
 
 Row = tuple[Any, ...]
@@ -147,19 +147,6 @@ class BlockRows:
             (address, s.balance, s.nonce, s.is_contract, self.number)
             for address, s in sorted(self.accounts.items())
         )
-
-
-def effective_gas_price(tx: SignedTransactionAPI, base_fee: int | None) -> int:
-    if tx.type_id is None or tx.type_id == 1:
-        return int(tx.gas_price)
-    if base_fee is None:
-        return int(tx.max_fee_per_gas)
-    return int(min(tx.max_fee_per_gas, base_fee + tx.max_priority_fee_per_gas))
-
-
-def receipt_status(receipt: ReceiptAPI) -> int:
-    # py-evm keeps the post-Byzantium status in the state_root field: b"" failed, b"\x01" ok.
-    return 0 if receipt.state_root == b"" else 1
 
 
 def _topics(topics: Iterable[int]) -> tuple[bytes | None, ...]:

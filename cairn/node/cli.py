@@ -123,27 +123,18 @@ def cmd_dev(args: argparse.Namespace) -> int:
     setup_logging(opts["log_level"], opts["log_format"])
     datadir = Path(opts["datadir"]).expanduser() if opts["datadir"] else default_dev_datadir()
     if opts["genesis"]:
-        genesis = load_genesis(Path(opts["genesis"]))
-        datadir.mkdir(parents=True, exist_ok=True)
-        if not (datadir / GENESIS_FILE).exists():
-            _write_genesis(datadir / GENESIS_FILE, genesis)
+        genesis = _genesis_for(opts, datadir)
     else:
         genesis = _dev_genesis(datadir, opts, _explicit(args))
     accounts = len(genesis.alloc)
-    dev_keys = {a.address: a.private_key for a in dev_accounts(min(accounts, 100))}
-    settings = NodeSettings(
-        datadir=datadir,
-        genesis=genesis,
-        http_addr=opts["http_addr"],
-        http_port=opts["http_port"],
-        ws_port=opts["ws_port"] or None,
-        rpc=_rpc_config(opts, dev=True),
+    settings = _settings(
+        opts,
+        datadir,
+        genesis,
+        dev=True,
         producer_key=PrivateKey(DEV_PRODUCER_KEY),
         block_time=opts["block_time"] if opts["block_time"] is not None else 0.0,
-        dev=True,
-        dev_keys=dev_keys,
-        p2p=p2p_config(opts, datadir, dev=True, client=CLIENT_VERSION),
-        mirror_url=opts["mirror_url"],
+        dev_keys={a.address: a.private_key for a in dev_accounts(min(accounts, 100))},
     )
     return _serve(settings, banner=lambda node: _banner(genesis, datadir, node, min(accounts, 10)))
 
@@ -191,18 +182,28 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise ConfigError("cairn run needs --datadir (or CAIRN_DATADIR)")
     datadir = Path(opts["datadir"]).expanduser()
     genesis = _genesis_for(opts, datadir)
-    settings = NodeSettings(
+    settings = _settings(
+        opts, datadir, genesis, dev=False, producer_key=_load_producer(opts, datadir)
+    )
+    return _serve(settings, banner=None)
+
+
+def _settings(
+    opts: dict[str, Any], datadir: Path, genesis: Genesis, *, dev: bool, **extra: Any
+) -> NodeSettings:
+    """What `dev` and `run` share: ports, limits, p2p and mirror from the resolved options."""
+    return NodeSettings(
         datadir=datadir,
         genesis=genesis,
         http_addr=opts["http_addr"],
         http_port=opts["http_port"],
         ws_port=opts["ws_port"] or None,
-        rpc=_rpc_config(opts, dev=False),
-        producer_key=_load_producer(opts, datadir),
-        p2p=p2p_config(opts, datadir, dev=False, client=CLIENT_VERSION),
+        rpc=_rpc_config(opts, dev=dev),
+        p2p=p2p_config(opts, datadir, dev=dev, client=CLIENT_VERSION),
         mirror_url=opts["mirror_url"],
+        dev=dev,
+        **extra,
     )
-    return _serve(settings, banner=None)
 
 
 def _serve(settings: NodeSettings, banner: Any) -> int:

@@ -114,6 +114,5 @@ class Backend:
     dev_keys: Mapping[Address, bytes] = field(default_factory=dict)
     peer_count: Callable[[], int] = _no_peers
     syncing: Callable[[], dict[str, Any] | bool] = _not_syncing
-    impersonated: set[Address] = field(default_factory=set)
     recovery: SenderRecovery | None = None
     dev: DevControl | None = None  # dev chains only: evm_*, anvil_*, hardhat_* helpers

@@ -21,8 +21,8 @@ from cairn.execution.trace import (
     Tracer,
     TraceResult,
     TxTrace,
-    opcode_name,
 )
+from cairn.execution.vmerrors import opcode_name
 from cairn.rpc import params
 from cairn.rpc.backend import Backend
 from cairn.rpc.blocks import BlockResolver

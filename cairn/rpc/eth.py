@@ -11,6 +11,7 @@ from eth.vm.forks.london.headers import calculate_expected_base_fee_per_gas
 from eth_account import Account
 from eth_utils import keccak, to_checksum_address
 
+from cairn.execution.fees import effective_gas_price
 from cairn.execution.reader import StoredBlock
 from cairn.rpc import params
 from cairn.rpc.backend import Backend
@@ -20,7 +21,6 @@ from cairn.rpc.dispatch import rpc_method
 from cairn.rpc.errors import LIMIT_EXCEEDED, SERVER_ERROR, RpcError, invalid_params
 from cairn.rpc.format import (
     TxContext,
-    effective_gas_price,
     format_block,
     format_receipt,
     format_transaction,

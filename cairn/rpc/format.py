@@ -7,9 +7,10 @@ from typing import Any
 
 import rlp
 from eth._utils.address import generate_contract_address
-from eth.abc import BlockHeaderAPI, ReceiptAPI, SignedTransactionAPI
+from eth.abc import BlockHeaderAPI, SignedTransactionAPI
 from eth_typing import Address
 
+from cairn.execution.fees import effective_gas_price, receipt_status
 from cairn.execution.reader import StoredBlock
 
 EMPTY_ROOT = "0x56e81f171bcc55a6ff8345e692c0f86e5b48e01b996cadc001622fb5e363b421"
@@ -83,14 +84,6 @@ class TxContext:
     index: int | None = None
     base_fee: int | None = None
     timestamp: int | None = None
-
-
-def effective_gas_price(tx: SignedTransactionAPI, base_fee: int | None) -> int:
-    if tx.type_id is None or tx.type_id == 1:
-        return int(tx.gas_price)
-    if base_fee is None:
-        return int(tx.max_fee_per_gas)
-    return min(tx.max_fee_per_gas, base_fee + tx.max_priority_fee_per_gas)
 
 
 def format_transaction(
@@ -170,10 +163,6 @@ def format_block(stored: StoredBlock, full: bool) -> dict[str, Any]:
     if hasattr(header, "withdrawals_root"):
         out["withdrawals"] = []
     return out
-
-
-def receipt_status(receipt: ReceiptAPI) -> int:
-    return 0 if receipt.state_root == b"" else 1
 
 
 def format_logs(stored: StoredBlock, tx_index: int, first_log_index: int) -> list[dict[str, Any]]:
