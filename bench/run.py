@@ -8,9 +8,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import subprocess
+import sys
 import time
 from typing import Any
 
+from bench import bench_stages
 from bench.harness import REPO, Client, Target, environment, sign_transfers
 from bench.report import write_report
 from bench.workloads import SENDERS, Erc20Plan, erc20, reads, transfers
@@ -43,6 +46,15 @@ def session(
     return out
 
 
+def _run_json(module: str) -> dict[str, Any]:
+    out = subprocess.run(
+        [sys.executable, "-m", module], capture_output=True, text=True, cwd=REPO, check=True
+    )
+    start = out.stdout.index("{")
+    result: dict[str, Any] = json.loads(out.stdout[start:])
+    return result
+
+
 def ratio(a: float, b: float) -> float:
     return round(a / b, 3) if b else 0.0
 
@@ -52,6 +64,7 @@ def main() -> None:
     parser.add_argument("--per-sender", type=int, default=100, help="W1 transfers per sender")
     parser.add_argument("--skip-restart", action="store_true")
     parser.add_argument("--restart-blocks", type=int, default=100_000)
+    parser.add_argument("--skip-network", action="store_true", help="skip p2p and mirror")
     args = parser.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
     started = time.time()
@@ -83,6 +96,13 @@ def main() -> None:
 
         print("[bench] restart with a long chain ...", flush=True)
         report["restart"] = restart_benchmark(args.restart_blocks)
+    print("[bench] CPU time per stage of a full block ...", flush=True)
+    report["stages"] = bench_stages.run(blocks=4, per_block=1400, profile=False)
+    if not args.skip_network:
+        # Cairn-only figures (Anvil has no p2p sync or SQL mirror to compare with).
+        for name, module in (("p2p", "bench.bench_p2p"), ("mirror", "bench.bench_mirror")):
+            print(f"[bench] {name} ...", flush=True)
+            report[name] = _run_json(module)
     report["wall_seconds"] = round(time.time() - started, 1)
     (RESULTS / "latest.json").write_text(json.dumps(report, indent=2) + "\n")
     write_report(report, REPO / "docs" / "benchmarks.md", REPO / "docs" / "img")
