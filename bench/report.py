@@ -102,7 +102,7 @@ def write_report(report: dict[str, Any], markdown: Path, images: Path) -> None:
         "",
         "¹ Anvil's automine stops mining when a flood of submissions leaves thousands of",
         "transactions pending (anvil 1.7.1); the harness then asks for a block with `evm_mine`",
-        "after 1 s without progress, and the time includes those waits.",
+        "after 0.2 s without progress, and the time includes those waits.",
         "",
     ]
     full = next((e for e in report["modes"].values() if "reads" in e["cairn"]), None)

@@ -46,6 +46,11 @@ def session(
     return out
 
 
+def _save(report: dict[str, Any]) -> None:
+    """Written after every step, so a failure late in the run keeps what was measured."""
+    (RESULTS / "latest.json").write_text(json.dumps(report, indent=2) + "\n")
+
+
 def _run_json(module: str) -> dict[str, Any]:
     out = subprocess.run(
         [sys.executable, "-m", module], capture_output=True, text=True, cwd=REPO, check=True
@@ -90,12 +95,14 @@ def main() -> None:
                 entry["cairn"]["erc20"]["tx_per_s"], entry["anvil"]["erc20"]["tx_per_s"]
             )
         report["modes"][label] = entry
+        _save(report)
         print(json.dumps({k: v for k, v in entry.items() if k.startswith("ratio")}), flush=True)
     if not args.skip_restart:
         from bench.restart import restart_benchmark
 
         print("[bench] restart with a long chain ...", flush=True)
         report["restart"] = restart_benchmark(args.restart_blocks)
+        _save(report)
     print("[bench] CPU time per stage of a full block ...", flush=True)
     report["stages"] = bench_stages.run(blocks=4, per_block=1400, profile=False)
     if not args.skip_network:
@@ -104,7 +111,7 @@ def main() -> None:
             print(f"[bench] {name} ...", flush=True)
             report[name] = _run_json(module)
     report["wall_seconds"] = round(time.time() - started, 1)
-    (RESULTS / "latest.json").write_text(json.dumps(report, indent=2) + "\n")
+    _save(report)
     write_report(report, REPO / "docs" / "benchmarks.md", REPO / "docs" / "img")
     print(f"[bench] wrote {RESULTS / 'latest.json'} and docs/benchmarks.md", flush=True)
 

@@ -31,6 +31,7 @@ from bench.harness import (
 )
 
 SENDERS = 100
+NUDGE_AFTER_SECONDS = 0.2
 BATCH = 500
 IN_FLIGHT = 4
 GAS_PRICE = {"maxFeePerGas": 100 * 10**9, "maxPriorityFeePerGas": 10**9}
@@ -58,7 +59,7 @@ async def settle(
 ) -> tuple[float, int]:
     """Wait until every hash has a receipt. Anvil's automine stops mining when a flood of
     submissions ends with thousands pending (seen with anvil 1.7.1); for it alone, a block
-    is requested with evm_mine after 1 s without progress, and the nudges are counted."""
+    is requested with evm_mine after 0.2 s without progress, and the nudges are counted."""
     remaining = list(tx_hashes)
     deadline = time.monotonic() + limit
     last_progress = time.monotonic()
@@ -80,7 +81,7 @@ async def settle(
         if (
             target.name == "anvil"
             and target.block_time == 0
-            and time.monotonic() - last_progress > 1
+            and time.monotonic() - last_progress > NUDGE_AFTER_SECONDS
         ):
             await client.call("evm_mine")
             nudges += 1

@@ -6,7 +6,7 @@ Protocols `cairn.p2p.api` asks for, block announcements from the producer, and t
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry
 
@@ -17,9 +17,11 @@ from cairn.execution.events import ChainEvents
 from cairn.execution.wire import bundle_from_parts, load_bundle
 from cairn.p2p import messages
 from cairn.p2p.api import P2PConfig
-from cairn.p2p.service import P2PService
 from cairn.txpool.pool import TxPool
 from cairn.txpool.relay import TxRelay
+
+if TYPE_CHECKING:
+    from cairn.p2p.service import P2PService
 
 DEFAULT_P2P_PORT = 30333
 
@@ -102,8 +104,12 @@ class P2PLink:
         *,
         producer: bool,
     ) -> None:
+        # Imported here: py-libp2p costs 0.6 s and ~50 MiB to import, and a dev node without
+        # p2p flags never needs it.
+        from cairn.p2p.service import P2PService
+
         self.relay = TxRelay(pool, self._publish_txs)
-        self.service = P2PService(
+        self.service: P2PService = P2PService(
             config, StoreChainView(chain), GossipRouter(follower, self.relay), registry
         )
         follower.attach(self.service)

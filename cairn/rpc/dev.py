@@ -4,8 +4,10 @@ from impersonated accounts.
 
 Answers match Anvil's where the persistent chain allows; the intended differences are in
 docs/rpc.md: a state-setting helper commits a block (the block number advances), and
-evm_revert deletes blocks from the datadir. As Anvil, with automine a sent transaction is
-answered once its block is committed (clients such as ethers' `tx.wait()` rely on it).
+evm_revert deletes blocks from the datadir. With automine a sent transaction is answered
+once its block is committed, so its receipt exists as soon as its hash is known: ethers'
+`tx.wait()` otherwise races the block (Anvil mines within a millisecond and nearly always
+wins that race; a Cairn block takes longer, so the answer waits for it).
 Must never act on a node that is not a dev chain: every helper answers "not available"
 unless `Backend.dev` is wired.
 """
