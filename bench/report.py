@@ -13,18 +13,23 @@ import matplotlib.pyplot as plt
 COLORS = {"cairn": "#2f6f4e", "anvil": "#b0563a"}
 
 
+def _tps(run: dict[str, Any], workload: str) -> float:
+    """A run's tx/s for `workload`; 0 when that run failed (its `failed` says why)."""
+    result = run.get(workload)
+    return float(result["tx_per_s"]) if result else 0.0
+
+
 def _throughput_plot(report: dict[str, Any], path: Path) -> None:
     labels: list[str] = []
     cairn: list[float] = []
     anvil: list[float] = []
     for mode, entry in report["modes"].items():
-        labels.append(f"transfers\n{mode}")
-        cairn.append(entry["cairn"]["transfers"]["tx_per_s"])
-        anvil.append(entry["anvil"]["transfers"]["tx_per_s"])
-        if "erc20" in entry["cairn"]:
-            labels.append(f"ERC-20\n{mode}")
-            cairn.append(entry["cairn"]["erc20"]["tx_per_s"])
-            anvil.append(entry["anvil"]["erc20"]["tx_per_s"])
+        for workload, name in (("transfers", "transfers"), ("erc20", "ERC-20")):
+            if workload not in entry["cairn"] and workload not in entry["anvil"]:
+                continue
+            labels.append(f"{name}\n{mode}")
+            cairn.append(_tps(entry["cairn"], workload))
+            anvil.append(_tps(entry["anvil"], workload))
     fig, ax = plt.subplots(figsize=(10, 4.5))
     xs = range(len(labels))
     ax.bar([x - 0.2 for x in xs], cairn, 0.4, label="Cairn (durable)", color=COLORS["cairn"])
@@ -89,23 +94,30 @@ def write_report(report: dict[str, Any], markdown: Path, images: Path) -> None:
     ]
     for mode, entry in report["modes"].items():
         for workload in ("transfers", "erc20"):
-            if workload not in entry["cairn"]:
+            c, a = entry["cairn"].get(workload), entry["anvil"].get(workload)
+            if c is None and a is None:
                 continue
-            c, a = entry["cairn"][workload], entry["anvil"][workload]
-            note = " ¹" if a.get("evm_mine_nudges") else ""
-            ratio = c["tx_per_s"] / a["tx_per_s"] if a["tx_per_s"] else 0.0
-            lines.append(
-                f"| {mode} | {workload} | {c['tx_per_s']:,.0f} | {a['tx_per_s']:,.0f}{note} "
-                f"| {ratio:.2f} | {c['blocks']} |"
-            )
+            cairn = f"{c['tx_per_s']:,.0f}" if c else "failed ²"
+            anvil = f"{a['tx_per_s']:,.0f}" if a else "failed ²"
+            if a and a.get("evm_mine_nudges"):
+                anvil += " ¹"
+            ratio = f"{c['tx_per_s'] / a['tx_per_s']:.2f}" if c and a else "n/a"
+            blocks = c["blocks"] if c else "n/a"
+            lines.append(f"| {mode} | {workload} | {cairn} | {anvil} | {ratio} | {blocks} |")
     lines += [
         "",
         "¹ Anvil's automine stops mining when a flood of submissions leaves thousands of",
         "transactions pending (anvil 1.7.1); the harness then asks for a block with `evm_mine`",
         "after 0.2 s without progress, and the time includes those waits.",
         "",
+        "² The run stopped answering RPC under the flood (no answer within 180 s); see",
+        "`failed` in latest.json.",
+        "",
     ]
-    full = next((e for e in report["modes"].values() if "reads" in e["cairn"]), None)
+    full = next(
+        (e for e in report["modes"].values() if "reads" in e["cairn"] and "reads" in e["anvil"]),
+        None,
+    )
     if full is not None:
         reads = {"cairn": full["cairn"]["reads"], "anvil": full["anvil"]["reads"]}
         _latency_plot(reads, images / "latency.png")
