@@ -77,7 +77,8 @@ class Node:
             raise
         self.events = ChainEvents()
         self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cairn-writer")
-        self.reads = ThreadPoolExecutor(max_workers=4, thread_name_prefix="cairn-reads")
+        self.reads = ThreadPoolExecutor(max_workers=2, thread_name_prefix="cairn-reads")
+        self.call_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cairn-calls")
         self.pool = TxPool(self.fork, genesis.chain_id, self.chain.head_view, self.store)
         self.producer: Sequencer | None = None
         self.rpc: RpcServer | None = None
@@ -179,6 +180,7 @@ class Node:
             syncing=self.follower.syncing,
             recovery=self.recovery,
             dev=dev_chain,
+            call_thread=self.call_thread,
         )
         # ---- Postgres mirror (issue #5): its own thread; blocks only wake it.
         if self.settings.mirror_url:
@@ -262,6 +264,7 @@ class Node:
             await self.mirror.stop()  # before the store closes: the mirror reads LevelDB
         self.writer.shutdown(wait=True)
         self.reads.shutdown(wait=True)
+        self.call_thread.shutdown(wait=True)
         self.store.close()
         log.info("stopped cleanly at head #%d", self.store.head.number)
 

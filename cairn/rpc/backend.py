@@ -4,10 +4,11 @@ node makes blocks), limits, and dev keys (dev mode only). Small protocols, no no
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from eth_typing import Address
 
@@ -17,6 +18,8 @@ from cairn.execution.devstate import AccountOverride, ImpersonatedTx
 from cairn.execution.events import ChainEvents
 from cairn.txpool.pool import TxPool
 from cairn.txpool.recovery import SenderRecovery
+
+T = TypeVar("T")
 
 
 class Clock(Protocol):
@@ -116,3 +119,15 @@ class Backend:
     syncing: Callable[[], dict[str, Any] | bool] = _not_syncing
     recovery: SenderRecovery | None = None
     dev: DevControl | None = None  # dev chains only: evm_*, anvil_*, hardhat_* helpers
+    # eth_call-like work runs on one thread: its calls share one warm state (CallRunner),
+    # and a single thread avoids GIL hand-offs between readers that would wait anyway.
+    call_thread: Executor | None = None
+
+    async def run_read(self, fn: Callable[[], T]) -> T:
+        """Heavy reads (log scans, traces, proofs) off the event loop, on the read threads."""
+        return await asyncio.get_running_loop().run_in_executor(self.reads, fn)
+
+    async def run_call(self, fn: Callable[[], T]) -> T:
+        """eth_call, eth_estimateGas and the like, on the call thread."""
+        executor = self.call_thread or self.reads
+        return await asyncio.get_running_loop().run_in_executor(executor, fn)

@@ -6,9 +6,7 @@ loop. Owns the JSON shapes of geth's trace results. Must never change chain stat
 
 from __future__ import annotations
 
-import asyncio
 import re
-from collections.abc import Callable
 from typing import Any, TypeVar
 
 import rlp
@@ -46,16 +44,15 @@ class DebugNamespace:
         max_steps = backend.config.max_response_bytes // 60
         self.tracer = Tracer(self.reader, backend.calls, max_steps=max_steps)
 
-    async def _off_loop(self, fn: Callable[[], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self.b.reads, fn)
-
     # ------------------------------------------------------------ tracing
     @rpc_method("debug_traceTransaction")
     async def trace_transaction(self, tx_hash: Any, config: Any = None) -> Any:
         h = params.hash32(tx_hash, 0)
         options = parse_trace_config(config, 1)
         # Formatting a long struct log is heavy too: both stay off the event loop.
-        return await self._off_loop(lambda: format_trace(self.tracer.trace_transaction(h, options)))
+        return await self.b.run_read(
+            lambda: format_trace(self.tracer.trace_transaction(h, options))
+        )
 
     @rpc_method("debug_traceBlockByNumber")
     async def trace_block_by_number(self, block: Any, config: Any = None) -> list[dict[str, Any]]:
@@ -79,7 +76,7 @@ class DebugNamespace:
         return await self._trace_block(number, options)
 
     async def _trace_block(self, number: int, options: TraceOptions) -> list[dict[str, Any]]:
-        return await self._off_loop(
+        return await self.b.run_read(
             lambda: [format_tx_trace(t) for t in self.tracer.trace_block(number, options)]
         )
 
@@ -95,7 +92,7 @@ class DebugNamespace:
                         "debug_traceCall; trace on the block's state without it"
                     )
         options = parse_trace_config(config, 2)
-        return await self._off_loop(
+        return await self.b.run_read(
             lambda: format_trace(self.tracer.trace_call(header, call, options))
         )
 

@@ -329,9 +329,7 @@ class DevNamespace:
         gas = call.gas
         if gas is None:
             header = view.header
-            gas = await asyncio.get_running_loop().run_in_executor(
-                self.b.reads, lambda: self.b.calls.estimate_gas(header, call)
-            )
+            gas = await self.b.run_call(lambda: self.b.calls.estimate_gas(header, call))
         request = ImpersonatedTx(
             sender=sender,
             nonce=nonce,

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
 from typing import Any, TypeVar
 
+import orjson
 from eth.abc import BlockHeaderAPI, StateAPI
 from eth.vm.forks.london.headers import calculate_expected_base_fee_per_gas
 from eth_account import Account
@@ -33,8 +32,9 @@ from cairn.txpool.intake import Intake
 T = TypeVar("T")
 DEFAULT_PRIORITY_FEE = 1_000_000_000
 # Formatted committed blocks and receipts, keyed by block hash (blocks never change).
-_BLOCKS: LruCache[dict[str, Any]] = LruCache(64)
-_RECEIPTS: LruCache[list[dict[str, Any]]] = LruCache(64)
+# Held as JSON (orjson.Fragment): the server embeds them in answers without re-encoding.
+_BLOCKS: LruCache[orjson.Fragment] = LruCache(64)
+_RECEIPTS: LruCache[orjson.Fragment] = LruCache(64)
 
 
 class EthNamespace:
@@ -46,8 +46,6 @@ class EthNamespace:
         self.blocks = BlockResolver(self.reader)
 
     # ------------------------------------------------------------ helpers
-    async def _off_loop(self, fn: Callable[[], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self.b.reads, fn)
 
     def _number_of(self, ref: params.BlockRef) -> int | None:
         return self.blocks.number(ref)
@@ -62,14 +60,16 @@ class EthNamespace:
             return view.state
         return self.reader.state_at(header)
 
-    def _formatted_block(self, stored: StoredBlock, full: bool) -> dict[str, Any]:
+    def _formatted_block(self, stored: StoredBlock, full: bool) -> orjson.Fragment:
         """Formatted once per block: a 1,400-transaction block costs tens of ms to format."""
-        return _BLOCKS.get_or_build((stored.header.hash, full), lambda: format_block(stored, full))
+        return _BLOCKS.get_or_build(
+            (stored.header.hash, full), lambda: _fragment(format_block(stored, full))
+        )
 
-    def _formatted_receipts(self, stored: StoredBlock) -> list[dict[str, Any]]:
+    def _formatted_receipts(self, stored: StoredBlock) -> orjson.Fragment:
         return _RECEIPTS.get_or_build(
             stored.header.hash,
-            lambda: [format_receipt(stored, i) for i in range(len(stored.transactions))],
+            lambda: _fragment([format_receipt(stored, i) for i in range(len(stored.transactions))]),
         )
 
     def _block(self, ref: params.BlockRef) -> StoredBlock | None:
@@ -186,7 +186,7 @@ class EthNamespace:
                 result["reward"] = rewards
             return result
 
-        return await self._off_loop(compute)
+        return await self.b.run_read(compute)
 
     # ------------------------------------------------------------ state
     @rpc_method("eth_getBalance")
@@ -224,14 +224,14 @@ class EthNamespace:
         if overrides is not None:
             raise invalid_params("invalid argument 2: state overrides are not supported")
         header = self._header(params.block_ref(block, 1, default="latest"))
-        outcome = await self._off_loop(lambda: self.b.calls.call(header, call))
+        outcome = await self.b.run_call(lambda: self.b.calls.call(header, call))
         return hexb(outcome.output)
 
     @rpc_method("eth_estimateGas")
     async def estimate_gas(self, tx: Any, block: Any = None) -> str:
         call = params.call_params(tx, 0)
         header = self._header(params.block_ref(block, 1, default="latest"))
-        gas = await self._off_loop(lambda: self.b.calls.estimate_gas(header, call))
+        gas = await self.b.run_call(lambda: self.b.calls.estimate_gas(header, call))
         return q(gas)
 
     # ------------------------------------------------------------ transactions
@@ -267,7 +267,7 @@ class EthNamespace:
         gas = call.gas
         if gas is None:
             header = view.header
-            gas = await self._off_loop(lambda: self.b.calls.estimate_gas(header, call))
+            gas = await self.b.run_call(lambda: self.b.calls.estimate_gas(header, call))
         fields: dict[str, Any] = {
             "chainId": self.chain.chain_id,
             "nonce": nonce,
@@ -329,12 +329,12 @@ class EthNamespace:
 
     # ------------------------------------------------------------ blocks
     @rpc_method("eth_getBlockByNumber")
-    async def get_block_by_number(self, block: Any, full: Any = False) -> dict[str, Any] | None:
+    async def get_block_by_number(self, block: Any, full: Any = False) -> orjson.Fragment | None:
         stored = self._block(params.block_ref(block, 0))
         return None if stored is None else self._formatted_block(stored, params.boolean(full, 1))
 
     @rpc_method("eth_getBlockByHash")
-    async def get_block_by_hash(self, block_hash: Any, full: Any = False) -> dict[str, Any] | None:
+    async def get_block_by_hash(self, block_hash: Any, full: Any = False) -> orjson.Fragment | None:
         stored = self.reader.block_by_hash(params.hash32(block_hash, 0))
         return None if stored is None else self._formatted_block(stored, params.boolean(full, 1))
 
@@ -365,7 +365,7 @@ class EthNamespace:
         return _tx_in_block(stored, i)
 
     @rpc_method("eth_getBlockReceipts")
-    async def get_block_receipts(self, block: Any) -> list[dict[str, Any]] | None:
+    async def get_block_receipts(self, block: Any) -> orjson.Fragment | None:
         stored = self._block(params.block_ref(block, 0))
         if stored is None:
             return None
@@ -436,7 +436,11 @@ class EthNamespace:
                     )
             return found
 
-        return await self._off_loop(scan)
+        return await self.b.run_read(scan)
+
+
+def _fragment(value: Any) -> orjson.Fragment:
+    return orjson.Fragment(orjson.dumps(value))
 
 
 def _tx_in_block(stored: StoredBlock, index: int) -> dict[str, Any]:

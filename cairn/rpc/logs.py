@@ -49,7 +49,9 @@ class LogFilter:
     def logs_in(self, stored: StoredBlock) -> Iterator[dict[str, Any]]:
         if not self.could_match(stored.header.bloom):
             return
-        for entry in block_logs(stored):
+        index = block_logs(stored)
+        for i in index.candidates(self):
+            entry = index.entries[i]
             if self.matches(entry.address, entry.topics):
                 yield entry.json
 
@@ -63,13 +65,47 @@ class IndexedLog:
     json: dict[str, Any]
 
 
-_BLOCK_LOGS: LruCache[tuple[IndexedLog, ...]] = LruCache(1024)
+@dataclass(frozen=True)
+class BlockLogs:
+    """A block's logs with an index by address and by topic at each position."""
+
+    entries: tuple[IndexedLog, ...]
+    by_address: dict[bytes, list[int]]
+    by_topic: tuple[dict[bytes, list[int]], ...]
+
+    @classmethod
+    def of(cls, entries: tuple[IndexedLog, ...]) -> BlockLogs:
+        by_address: dict[bytes, list[int]] = {}
+        by_topic: tuple[dict[bytes, list[int]], ...] = ({}, {}, {}, {})
+        for i, entry in enumerate(entries):
+            by_address.setdefault(entry.address, []).append(i)
+            for position, topic in enumerate(entry.topics[:4]):
+                by_topic[position].setdefault(topic, []).append(i)
+        return cls(entries, by_address, by_topic)
+
+    def candidates(self, flt: LogFilter) -> list[int] | range:
+        """Positions that may match, from the filter's most selective field, in log order."""
+        best: list[int] | None = None
+        fields: list[tuple[dict[bytes, list[int]], tuple[bytes, ...]]] = []
+        if flt.addresses:
+            fields.append((self.by_address, flt.addresses))
+        for position, alternatives in enumerate(flt.topics[:4]):
+            if alternatives is not None:
+                fields.append((self.by_topic[position], alternatives))
+        for index, wanted in fields:
+            found = sorted({i for key in wanted for i in index.get(key, ())})
+            if best is None or len(found) < len(best):
+                best = found
+        return range(len(self.entries)) if best is None else best
 
 
-def block_logs(stored: StoredBlock) -> tuple[IndexedLog, ...]:
-    """Every log of `stored`, formatted once per block (blocks never change)."""
+_BLOCK_LOGS: LruCache[BlockLogs] = LruCache(1024)
 
-    def build() -> tuple[IndexedLog, ...]:
+
+def block_logs(stored: StoredBlock) -> BlockLogs:
+    """Every log of `stored`, formatted and indexed once per block (blocks never change)."""
+
+    def build() -> BlockLogs:
         entries: list[IndexedLog] = []
         log_index = 0
         for tx_index, receipt in enumerate(stored.receipts):
@@ -79,7 +115,7 @@ def block_logs(stored: StoredBlock) -> tuple[IndexedLog, ...]:
                     topics = tuple(_topic_bytes(t) for t in log.topics)
                     entries.append(IndexedLog(bytes(log.address), topics, json))
             log_index += len(receipt.logs)
-        return tuple(entries)
+        return BlockLogs.of(tuple(entries))
 
     return _BLOCK_LOGS.get_or_build(stored.header.hash, build)
 

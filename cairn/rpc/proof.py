@@ -6,8 +6,6 @@ shapes, which follow geth's. Must never change chain state.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
 from typing import Any, TypeVar
 
 from cairn.execution.proof import AccountProof, prove
@@ -30,9 +28,6 @@ class ProofNamespace:
         self.blocks = BlockResolver(self.reader)
         self.tracer = Tracer(self.reader, backend.calls)
 
-    async def _off_loop(self, fn: Callable[[], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self.b.reads, fn)
-
     @rpc_method("eth_getProof")
     async def get_proof(self, address: Any, storage_keys: Any, block: Any = None) -> dict[str, Any]:
         who = params.address(address, 0)
@@ -46,14 +41,14 @@ class ProofNamespace:
         header = self.blocks.header(params.block_ref(block, 2, default="latest"))
         db = self.reader.store.state_db()
         slots = [slot for slot, _ in keys]
-        result = await self._off_loop(lambda: prove(db, header.state_root, who, slots))
+        result = await self.b.run_read(lambda: prove(db, header.state_root, who, slots))
         return format_proof(result, [shown for _, shown in keys])
 
     @rpc_method("eth_createAccessList")
     async def create_access_list(self, tx: Any, block: Any = None) -> dict[str, Any]:
         call = params.call_params(tx, 0)
         header = self.blocks.header(params.block_ref(block, 1, default="latest"))
-        result = await self._off_loop(lambda: self.tracer.create_access_list(header, call))
+        result = await self.b.run_call(lambda: self.tracer.create_access_list(header, call))
         out: dict[str, Any] = {
             "accessList": [
                 {

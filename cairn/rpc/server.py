@@ -24,11 +24,27 @@ log = logging.getLogger("cairn.rpc")
 Route = tuple[str, str, Callable[[web.Request], Awaitable[web.StreamResponse]]]
 
 
-def _dumps(value: Any) -> str:
+def encode(value: Any) -> bytes:
+    """JSON bytes of an answer. orjson is ~10x faster than json on large blocks and embeds
+    `orjson.Fragment`s (JSON cached by the namespaces) without re-encoding them."""
     try:
-        return orjson.dumps(value).decode()  # ~10x faster than json on large blocks
+        return orjson.dumps(value)
     except TypeError:  # an integer beyond 64 bits: orjson refuses it, json does not
-        return json.dumps(value, separators=(",", ":"))
+        return json.dumps(_thaw(value), separators=(",", ":")).encode()
+
+
+def _thaw(value: Any) -> Any:
+    if isinstance(value, orjson.Fragment):
+        return orjson.loads(value.contents)
+    if isinstance(value, dict):
+        return {k: _thaw(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_thaw(v) for v in value]
+    return value
+
+
+def _dumps(value: Any) -> str:
+    return encode(value).decode()
 
 
 def error_body(code: int, message: str) -> str:
@@ -222,18 +238,19 @@ class RpcServer:
         answer = await self.dispatcher.handle(payload)
         if answer is None:
             return web.Response(status=200, headers=headers)
-        text = _dumps(answer)
-        if len(text) > self.config.max_response_bytes:
-            text = error_body(
+        body = encode(answer)
+        if len(body) > self.config.max_response_bytes:
+            body = error_body(
                 LIMIT_EXCEEDED,
-                f"response too large: {len(text)} bytes, limit {self.config.max_response_bytes}",
-            )
-        return self._json(text, headers)
+                f"response too large: {len(body)} bytes, limit {self.config.max_response_bytes}",
+            ).encode()
+        return self._json(body, headers)
 
     @staticmethod
-    def _json(text: str, headers: dict[str, str], status: int = 200) -> web.Response:
+    def _json(body: str | bytes, headers: dict[str, str], status: int = 200) -> web.Response:
+        raw = body.encode() if isinstance(body, str) else body
         return web.Response(
-            status=status, text=text, content_type="application/json", headers=headers
+            status=status, body=raw, content_type="application/json", headers=headers
         )
 
     async def _get_root(self, request: web.Request) -> web.StreamResponse:
