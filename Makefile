@@ -39,6 +39,7 @@ test: install system-deps clients lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: install clients
+	./scripts/system-deps.sh bench
 	$(BIN)/python -m bench.run
 
 clean:

@@ -28,6 +28,7 @@ from cairn.genesis.model import Genesis
 from cairn.mirror.metrics import MirrorCollector
 from cairn.mirror.service import Mirror, MirrorConfig, NodeInfo
 from cairn.mirror.source import ChainSource
+from cairn.node.heap import settle_after_start
 from cairn.node.metrics import NodeCollector, metrics_handler, new_registry
 from cairn.node.p2p_wiring import P2PLink
 from cairn.p2p.api import P2PConfig
@@ -136,7 +137,9 @@ class Node:
                     coinbase=genesis.coinbase,
                     gas_limit=self.chain.head.gas_limit,
                     block_time=block_time,
-                    empty_blocks=genesis.consensus.empty_blocks,
+                    # a dev chain with a block time mines empty blocks too, as Anvil does
+                    empty_blocks=genesis.consensus.empty_blocks
+                    or (self.settings.dev and block_time > 0),
                 ),
             )
             self.producer.start()
@@ -276,6 +279,7 @@ class Node:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
         await self.start()
+        settle_after_start()
         try:
             await self._stop.wait()
         finally:

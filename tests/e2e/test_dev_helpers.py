@@ -294,3 +294,27 @@ def test_time_mining_snapshots_and_restart(tmp_path: Path) -> None:
         assert Client(node).block()["hash"] == durable_head["hash"]
     finally:
         node.stop()
+
+
+def test_block_time_mines_empty_blocks_and_keeps_them(tmp_path: Path) -> None:
+    """`--block-time N` makes a block every N seconds with or without transactions, as
+    Anvil's does; the blocks, one second apart, are still there after a restart."""
+    node = NodeProcess(tmp_path / "dev", "dev", "--block-time", "1").start()
+    try:
+        c = Client(node)
+        wait_until(lambda: c.number() >= 3, timeout=20, message="three empty blocks")
+        blocks = [c.block(n) for n in range(1, 4)]
+        assert all(b["transactions"] == [] for b in blocks)
+        stamps = [int(b["timestamp"], 16) for b in blocks]
+        assert all(1 <= b - a <= 2 for a, b in pairwise(stamps)), stamps
+        hashes = [b["hash"] for b in blocks]
+    finally:
+        node.stop()
+    node = NodeProcess(tmp_path / "dev", "dev", "--block-time", "1").start()
+    try:
+        c = Client(node)
+        assert [c.block(n)["hash"] for n in range(1, 4)] == hashes
+        height = c.number()
+        wait_until(lambda: c.number() > height, timeout=20, message="mining goes on")
+    finally:
+        node.stop()
