@@ -10,6 +10,7 @@ import asyncio
 import json
 import subprocess
 import sys
+import threading
 import time
 from typing import Any
 
@@ -21,6 +22,7 @@ from bench.report import write_report
 from bench.workloads import SENDERS, Erc20Plan, erc20, reads, transfers
 
 RESULTS = REPO / "bench" / "results"
+RSS_CAP_MIB = 6 * 1024
 
 
 def session(
@@ -33,8 +35,10 @@ def session(
 ) -> dict[str, Any]:
     target = Target(name, block_time=block_time, gas_limit=gas_limit, accounts=SENDERS)
     out: dict[str, Any] = {}
+    watchdog = threading.Thread(target=_memory_watchdog, args=(target, out), daemon=True)
     try:
         out["start_seconds"] = round(target.start(), 3)
+        watchdog.start()
 
         async def go() -> None:
             client = Client(target.url)
@@ -51,12 +55,30 @@ def session(
             asyncio.run(go())
         except (TimeoutError, RuntimeError, aiohttp.ClientError) as exc:
             # Anvil's automine can stop answering under a flood; record it, keep going.
-            out["failed"] = f"{type(exc).__name__}: {exc}"[:300]
+            reason = out.pop("killed", None) or f"{type(exc).__name__}: {exc}"
+            out["failed"] = reason[:300]
             print(f"[bench] {name} failed: {out['failed']}", flush=True)
-        out["rss_mib_after"] = round(target.rss_mib(), 1)
+        if target.proc is not None and target.proc.poll() is None:
+            out["rss_mib_after"] = round(target.rss_mib(), 1)
     finally:
         target.cleanup()
     return out
+
+
+def _memory_watchdog(target: Target, out: dict[str, Any]) -> None:
+    """Stop a target whose memory runs away (Anvil's automine reached 20 GiB under the W1
+    flood on a 24 GiB machine); the session then records why it failed."""
+    while target.proc is not None and target.proc.poll() is None:
+        try:
+            rss = target.rss_mib()
+        except OSError:
+            return
+        if rss > RSS_CAP_MIB:
+            out["killed"] = f"stopped by the bench: RSS {rss:,.0f} MiB > {RSS_CAP_MIB:,} MiB"
+            print(f"[bench] {target.name}: {out['killed']}", flush=True)
+            target.proc.kill()
+            return
+        time.sleep(1.0)
 
 
 def _save(report: dict[str, Any]) -> None:
