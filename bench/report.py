@@ -20,6 +20,11 @@ def _tps(run: dict[str, Any], workload: str) -> float:
     return float(result["tx_per_s"]) if result else 0.0
 
 
+def _runs(result: dict[str, Any]) -> str:
+    runs = result.get("p99_runs_ms")
+    return f" ({', '.join(str(r) for r in runs)})" if runs else ""
+
+
 def _throughput_plot(report: dict[str, Any], path: Path) -> None:
     labels: list[str] = []
     cairn: list[float] = []
@@ -136,6 +141,9 @@ def write_report(report: dict[str, Any], markdown: Path, images: Path) -> None:
             "",
             "![latency](img/latency.png)",
             "",
+            "p50 and p99 of the median of three 5-second runs per method; the p99 of every "
+            "run in brackets.",
+            "",
             "| method | Cairn p50 ms | Cairn p99 ms | Anvil p50 ms | Anvil p99 ms "
             "| p99 Cairn / Anvil |",
             "|---|---:|---:|---:|---:|---:|",
@@ -146,8 +154,8 @@ def write_report(report: dict[str, Any], markdown: Path, images: Path) -> None:
             a = reads["anvil"][method]
             p99_ratio = c["p99_ms"] / a["p99_ms"] if a["p99_ms"] else 0.0
             lines.append(
-                f"| {method} | {c['p50_ms']} | {c['p99_ms']} | {a['p50_ms']} | {a['p99_ms']} "
-                f"| {p99_ratio:.2f} |"
+                f"| {method} | {c['p50_ms']} | {c['p99_ms']}{_runs(c)} | {a['p50_ms']} "
+                f"| {a['p99_ms']}{_runs(a)} | {p99_ratio:.2f} |"
             )
         lines += [
             "",

@@ -202,6 +202,7 @@ async def erc20(client: Client, target: Target, plan: Erc20Plan) -> dict[str, An
 
 # ---------------------------------------------------------------- W3
 WRK = shutil.which("wrk")
+W3_RUNS = 3
 _LUA = """
 local bodies = {%s}
 local threads = {}
@@ -310,5 +311,11 @@ async def reads(
     }
     for name, calls in suites.items():
         wrk_latency(client.url, calls, 8, 1)  # warm caches and connections
-        results[name] = wrk_latency(client.url, calls, clients, seconds)
+        # p99 of a 5 s run moves with a single stall of the shared cores: three runs, the
+        # median one reported, every run's p99 kept
+        runs = sorted(
+            (wrk_latency(client.url, calls, clients, seconds) for _ in range(W3_RUNS)),
+            key=lambda run: float(run["p99_ms"]),
+        )
+        results[name] = {**runs[len(runs) // 2], "p99_runs_ms": [run["p99_ms"] for run in runs]}
     return results
