@@ -22,7 +22,8 @@ def _tps(run: dict[str, Any], workload: str) -> float:
 
 def _runs(result: dict[str, Any]) -> str:
     runs = result.get("p99_runs_ms")
-    return f" ({', '.join(str(r) for r in runs)})" if runs else ""
+    shown = (str(r) if r is not None else "none answered" for r in runs or [])
+    return f" ({', '.join(shown)})" if runs else ""
 
 
 def _throughput_plot(report: dict[str, Any], path: Path) -> None:
@@ -40,6 +41,10 @@ def _throughput_plot(report: dict[str, Any], path: Path) -> None:
     xs = range(len(labels))
     ax.bar([x - 0.2 for x in xs], cairn, 0.4, label="Cairn (durable)", color=COLORS["cairn"])
     ax.bar([x + 0.2 for x in xs], anvil, 0.4, label="Anvil (in memory)", color=COLORS["anvil"])
+    for x, (c, a) in enumerate(zip(cairn, anvil, strict=True)):
+        for offset, value in ((-0.2, c), (0.2, a)):
+            if value == 0:  # the run failed: say so where its bar would be
+                ax.text(x + offset, 50, "failed", rotation=90, ha="center", va="bottom")
     ax.axhline(1000, color="grey", linestyle="--", linewidth=1, label="1,000 tx/s target")
     ax.set_xticks(list(xs))
     ax.set_xticklabels(labels, fontsize=8)

@@ -313,9 +313,13 @@ async def reads(
         wrk_latency(client.url, calls, 8, 1)  # warm caches and connections
         # p99 of a 5 s run moves with a single stall of the shared cores: three runs, the
         # median one reported, every run's p99 kept
+        # (a run in which no request finished has no latency: it sorts last, shown as None)
         runs = sorted(
             (wrk_latency(client.url, calls, clients, seconds) for _ in range(W3_RUNS)),
-            key=lambda run: float(run["p99_ms"]),
+            key=lambda run: float(run["p99_ms"]) if run["requests"] else float("inf"),
         )
-        results[name] = {**runs[len(runs) // 2], "p99_runs_ms": [run["p99_ms"] for run in runs]}
+        results[name] = {
+            **runs[len(runs) // 2],
+            "p99_runs_ms": [run["p99_ms"] if run["requests"] else None for run in runs],
+        }
     return results
