@@ -1,4 +1,5 @@
-"""A small thread-safe LRU for formatted answers about committed blocks.
+"""A small thread-safe LRU for formatted answers about committed blocks, and `RawJson`, the
+JSON text such answers are held as.
 
 Committed blocks never change, so their JSON can be built once; entries are keyed by block
 hash, so a dev-chain rewind (another block at the same number) can never hit a stale one.
@@ -9,9 +10,26 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
+
+import orjson
 
 V = TypeVar("V")
+
+
+class RawJson:
+    """JSON text built once (a formatted block, a block's receipts); the server embeds it in
+    answers as it is, without decoding or re-encoding it. (A plain class on purpose: orjson
+    would serialize a dataclass field by field.)"""
+
+    __slots__ = ("raw",)
+
+    def __init__(self, raw: bytes) -> None:
+        self.raw = raw
+
+    @classmethod
+    def of(cls, value: Any) -> RawJson:
+        return cls(orjson.dumps(value))
 
 
 class LruCache(Generic[V]):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
-import orjson
 from eth.abc import BlockHeaderAPI, StateAPI
 from eth.vm.forks.london.headers import calculate_expected_base_fee_per_gas
 from eth_account import Account
@@ -15,7 +14,7 @@ from cairn.execution.reader import StoredBlock
 from cairn.rpc import params
 from cairn.rpc.backend import Backend
 from cairn.rpc.blocks import BlockResolver
-from cairn.rpc.cache import LruCache
+from cairn.rpc.cache import LruCache, RawJson
 from cairn.rpc.dispatch import rpc_method
 from cairn.rpc.errors import LIMIT_EXCEEDED, SERVER_ERROR, RpcError, invalid_params
 from cairn.rpc.format import (
@@ -32,9 +31,9 @@ from cairn.txpool.intake import Intake
 T = TypeVar("T")
 DEFAULT_PRIORITY_FEE = 1_000_000_000
 # Formatted committed blocks and receipts, keyed by block hash (blocks never change).
-# Held as JSON (orjson.Fragment): the server embeds them in answers without re-encoding.
-_BLOCKS: LruCache[orjson.Fragment] = LruCache(64)
-_RECEIPTS: LruCache[orjson.Fragment] = LruCache(64)
+# Held as JSON text: the server embeds it in answers without re-encoding.
+_BLOCKS: LruCache[RawJson] = LruCache(64)
+_RECEIPTS: LruCache[RawJson] = LruCache(64)
 
 
 class EthNamespace:
@@ -60,16 +59,18 @@ class EthNamespace:
             return view.state
         return self.reader.state_at(header)
 
-    def _formatted_block(self, stored: StoredBlock, full: bool) -> orjson.Fragment:
+    def _formatted_block(self, stored: StoredBlock, full: bool) -> RawJson:
         """Formatted once per block: a 1,400-transaction block costs tens of ms to format."""
         return _BLOCKS.get_or_build(
-            (stored.header.hash, full), lambda: _fragment(format_block(stored, full))
+            (stored.header.hash, full), lambda: RawJson.of(format_block(stored, full))
         )
 
-    def _formatted_receipts(self, stored: StoredBlock) -> orjson.Fragment:
+    def _formatted_receipts(self, stored: StoredBlock) -> RawJson:
         return _RECEIPTS.get_or_build(
             stored.header.hash,
-            lambda: _fragment([format_receipt(stored, i) for i in range(len(stored.transactions))]),
+            lambda: RawJson.of(
+                [format_receipt(stored, i) for i in range(len(stored.transactions))]
+            ),
         )
 
     def _block(self, ref: params.BlockRef) -> StoredBlock | None:
@@ -329,12 +330,12 @@ class EthNamespace:
 
     # ------------------------------------------------------------ blocks
     @rpc_method("eth_getBlockByNumber")
-    async def get_block_by_number(self, block: Any, full: Any = False) -> orjson.Fragment | None:
+    async def get_block_by_number(self, block: Any, full: Any = False) -> RawJson | None:
         stored = self._block(params.block_ref(block, 0))
         return None if stored is None else self._formatted_block(stored, params.boolean(full, 1))
 
     @rpc_method("eth_getBlockByHash")
-    async def get_block_by_hash(self, block_hash: Any, full: Any = False) -> orjson.Fragment | None:
+    async def get_block_by_hash(self, block_hash: Any, full: Any = False) -> RawJson | None:
         stored = self.reader.block_by_hash(params.hash32(block_hash, 0))
         return None if stored is None else self._formatted_block(stored, params.boolean(full, 1))
 
@@ -365,7 +366,7 @@ class EthNamespace:
         return _tx_in_block(stored, i)
 
     @rpc_method("eth_getBlockReceipts")
-    async def get_block_receipts(self, block: Any) -> orjson.Fragment | None:
+    async def get_block_receipts(self, block: Any) -> RawJson | None:
         stored = self._block(params.block_ref(block, 0))
         if stored is None:
             return None
@@ -437,10 +438,6 @@ class EthNamespace:
             return found
 
         return await self.b.run_read(scan)
-
-
-def _fragment(value: Any) -> orjson.Fragment:
-    return orjson.Fragment(orjson.dumps(value))
 
 
 def _tx_in_block(stored: StoredBlock, index: int) -> dict[str, Any]:

@@ -15,27 +15,46 @@ import orjson
 from aiohttp import WSMsgType, web
 
 from cairn.rpc.backend import RpcConfig
+from cairn.rpc.cache import RawJson
 from cairn.rpc.dispatch import Dispatcher
 from cairn.rpc.errors import INVALID_REQUEST, LIMIT_EXCEEDED, PARSE_ERROR
 from cairn.rpc.jsonbody import decode_json
 
 log = logging.getLogger("cairn.rpc")
+STREAMED_RESULT_BYTES = 256 * 1024
 
 Route = tuple[str, str, Callable[[web.Request], Awaitable[web.StreamResponse]]]
 
 
 def encode(value: Any) -> bytes:
     """JSON bytes of an answer. orjson is ~10x faster than json on large blocks and embeds
-    `orjson.Fragment`s (JSON cached by the namespaces) without re-encoding them."""
+    `RawJson` (JSON cached by the namespaces) without re-encoding it."""
     try:
-        return orjson.dumps(value)
+        return orjson.dumps(value, default=_embed)
     except TypeError:  # an integer beyond 64 bits: orjson refuses it, json does not
         return json.dumps(_thaw(value), separators=(",", ":")).encode()
 
 
+def _embed(value: Any) -> orjson.Fragment:
+    if isinstance(value, RawJson):
+        return orjson.Fragment(value.raw)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def encode_parts(answer: Any) -> list[bytes]:
+    """The answer's JSON as chunks to send in order. A large cached result (a full block,
+    a block's receipts) is sent as it is held, between the envelope's two ends, instead of
+    being copied into one new buffer per request."""
+    result = answer.get("result") if isinstance(answer, dict) else None
+    if isinstance(result, RawJson) and len(result.raw) >= STREAMED_RESULT_BYTES:
+        envelope = orjson.dumps({"jsonrpc": "2.0", "id": answer.get("id")})
+        return [envelope[:-1] + b',"result":', result.raw, b"}"]
+    return [encode(answer)]
+
+
 def _thaw(value: Any) -> Any:
-    if isinstance(value, orjson.Fragment):
-        return orjson.loads(value.contents)
+    if isinstance(value, RawJson):
+        return orjson.loads(value.raw)
     if isinstance(value, dict):
         return {k: _thaw(v) for k, v in value.items()}
     if isinstance(value, list):
@@ -238,13 +257,28 @@ class RpcServer:
         answer = await self.dispatcher.handle(payload)
         if answer is None:
             return web.Response(status=200, headers=headers)
-        body = encode(answer)
-        if len(body) > self.config.max_response_bytes:
-            body = error_body(
-                LIMIT_EXCEEDED,
-                f"response too large: {len(body)} bytes, limit {self.config.max_response_bytes}",
-            ).encode()
-        return self._json(body, headers)
+        parts = encode_parts(answer)
+        size = sum(len(part) for part in parts)
+        if size > self.config.max_response_bytes:
+            parts = [
+                error_body(
+                    LIMIT_EXCEEDED,
+                    f"response too large: {size} bytes, limit {self.config.max_response_bytes}",
+                ).encode()
+            ]
+        if len(parts) == 1:
+            return self._json(parts[0], headers)
+        response = web.StreamResponse(headers=headers)
+        response.content_type = "application/json"
+        response.content_length = size
+        try:
+            await response.prepare(request)
+            for part in parts:
+                await response.write(part)
+            await response.write_eof()
+        except ConnectionResetError:  # the client left mid-answer: nothing to tell it
+            log.debug("client %s left before its answer was sent", self._remote(request))
+        return response
 
     @staticmethod
     def _json(body: str | bytes, headers: dict[str, str], status: int = 200) -> web.Response:
