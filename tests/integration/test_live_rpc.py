@@ -9,26 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from eth_keys.datatypes import PrivateKey
 
-from cairn.genesis.dev import DEV_PRODUCER_KEY, dev_accounts, dev_genesis
-from cairn.node.service import Node, NodeSettings
-from tests.support.chain import transfer
-from tests.support.proc import free_port
+from cairn.node.service import Node
+from tests.support.chain import dev_node_settings, transfer
 from tests.support.wait import wait_until_async
-
-
-def _settings(datadir: Path) -> NodeSettings:
-    return NodeSettings(
-        datadir=datadir,
-        genesis=dev_genesis(),
-        http_port=free_port(),
-        ws_port=None,
-        producer_key=PrivateKey(DEV_PRODUCER_KEY),
-        block_time=0.0,
-        dev=True,
-        dev_keys={a.address: a.private_key for a in dev_accounts()},
-    )
 
 
 async def _call(
@@ -49,7 +33,7 @@ async def _call(
 
 
 async def _scenario(datadir: Path) -> None:
-    node = Node(_settings(datadir))
+    node = Node(dev_node_settings(datadir))
     await node.start()
     try:
         assert node.live is not None and node.rpc is not None

@@ -16,6 +16,8 @@ from cairn.execution.chain import Chain, open_store
 from cairn.execution.forks import fork_named
 from cairn.genesis.dev import DEV_PRODUCER_KEY, dev_accounts, dev_genesis
 from cairn.genesis.model import Genesis
+from cairn.node.service import NodeSettings
+from tests.support.proc import free_port
 
 ACCOUNTS = dev_accounts()
 KEYS = [a.private_key for a in ACCOUNTS]
@@ -23,6 +25,20 @@ ADDRESSES = [a.address for a in ACCOUNTS]
 PRODUCER = PrivateKey(DEV_PRODUCER_KEY)
 CHAIN_ID = 31337
 DEAD = "0x000000000000000000000000000000000000dEaD"
+
+
+def dev_node_settings(datadir: Path) -> NodeSettings:
+    """An in-process `cairn dev` node: dev genesis, automine, a free HTTP port, no WebSocket."""
+    return NodeSettings(
+        datadir=datadir,
+        genesis=dev_genesis(),
+        http_port=free_port(),
+        ws_port=None,
+        producer_key=PRODUCER,
+        block_time=0.0,
+        dev=True,
+        dev_keys={a.address: a.private_key for a in ACCOUNTS},
+    )
 
 
 @contextmanager

@@ -6,29 +6,16 @@ import asyncio
 import re
 from pathlib import Path
 
-from eth_keys.datatypes import PrivateKey
-
-from cairn.genesis.dev import DEV_PRODUCER_KEY, dev_accounts, dev_genesis
-from cairn.node.service import Node, NodeSettings
-from tests.support.proc import REPO, free_port
+from cairn.node.service import Node
+from tests.support.chain import dev_node_settings
+from tests.support.proc import REPO
 
 DOC = REPO / "docs" / "rpc.md"
 NAMESPACES = ("web3", "net", "eth", "txpool", "debug", "evm", "anvil", "hardhat", "personal")
 
 
 async def _registered(datadir: Path) -> set[str]:
-    node = Node(
-        NodeSettings(
-            datadir=datadir,
-            genesis=dev_genesis(),
-            http_port=free_port(),
-            ws_port=None,
-            producer_key=PrivateKey(DEV_PRODUCER_KEY),
-            block_time=0.0,
-            dev=True,
-            dev_keys={a.address: a.private_key for a in dev_accounts()},
-        )
-    )
+    node = Node(dev_node_settings(datadir))
     await node.start()
     try:
         assert node.rpc is not None
