@@ -213,12 +213,11 @@ def _serve(settings: NodeSettings, banner: Any) -> int:
             print(banner(node), flush=True)
         await node.run()
 
-    try:
-        import uvloop
-
-        uvloop.run(main())
-    except ImportError:
-        asyncio.run(main())
+    # The standard loop, not uvloop: with 64 clients fetching 1 MB blocks, uvloop's p99 was
+    # 130-180 ms against 27-29 ms here (its partially written answers wait unevenly), and
+    # every other W3 method's p99 was as good or better; uvloop answered small requests
+    # 7-15% faster. The mirror's own loop (asyncpg, no large writes) keeps uvloop.
+    asyncio.run(main())
     return 0
 
 
