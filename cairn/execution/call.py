@@ -8,15 +8,23 @@ import itertools
 import threading
 import time
 from dataclasses import dataclass, field
+from functools import cache
 from typing import cast
 
-from eth.abc import BlockHeaderAPI, ComputationAPI, StateAPI, UnsignedTransactionAPI
+from eth.abc import (
+    BlockHeaderAPI,
+    ComputationAPI,
+    SignedTransactionAPI,
+    StateAPI,
+    UnsignedTransactionAPI,
+)
 from eth.chains.base import ChainContext
 from eth.consensus.context import ConsensusContext
 from eth.exceptions import Revert
 from eth.vm.base import VM
 from eth.vm.forks.berlin.transactions import BerlinTransactionBuilder
 from eth.vm.spoof import SpoofTransaction
+from eth.vm.state import BaseState, BaseTransactionExecutor
 from eth_typing import Address
 from eth_utils import ValidationError
 
@@ -47,6 +55,36 @@ class CallOutcome:
     computation: ComputationAPI
 
 
+class _CallExecutor(BaseTransactionExecutor):
+    def finalize_computation(
+        self, transaction: SignedTransactionAPI, computation: ComputationAPI
+    ) -> ComputationAPI:
+        # Nothing of a call is kept: no refund to pay, fee to credit or touched account to
+        # clear. The outcome (output, gas left, error) is the computation's, untouched.
+        return computation
+
+
+class _CallState(BaseState):
+    def delta_balance(self, address: Address, delta: int) -> None:
+        if delta:  # a call buys its gas at price 0: rewriting the sender's account is waste
+            super().delta_balance(address, delta)
+
+
+@cache
+def call_state_class(vm_class: type[VM]) -> type[BaseState]:
+    """The fork's state for calls that are thrown away: the same execution, without the
+    bookkeeping whose only effect is on the state a call discards."""
+    state = cast(type[BaseState], vm_class.get_state_class())
+    executor = type(
+        f"Call{state.transaction_executor_class.__name__}",
+        (_CallExecutor, state.transaction_executor_class),
+        {},
+    )
+    return type(
+        f"Call{state.__name__}", (_CallState, state), {"transaction_executor_class": executor}
+    )
+
+
 class CallRunner:
     def __init__(self, reader: ChainReader, gas_cap: int) -> None:
         self.reader = reader
@@ -70,7 +108,8 @@ class CallRunner:
         child = vm.generate_block_from_parent_header_and_coinbase(header, header.coinbase)
         free_header = child.header.copy(base_fee_per_gas=0)
         previous = itertools.chain((header.hash,), vm.previous_hashes or ())
-        state: StateAPI = vm.build_state(overlay.db, free_header, self._chain_context, previous)
+        context = vm_class.create_execution_context(free_header, previous, self._chain_context)
+        state: StateAPI = call_state_class(vm_class)(overlay.db, context, free_header.state_root)
         return state
 
     def _run(

@@ -7,14 +7,16 @@
   deep-copies every field it keeps — on a block, all of its transactions, three times;
 - `validate_block` keeps the header and blob checks but not the recomputation of the roots
   just computed: for imported blocks the final header comparison in `builder.import_block`
-  checks every root against the one the block claims.
+  checks every root against the one the block claims;
+- a contract's jump-destination analysis (which positions are PUSH data) is kept per code
+  and shared by every computation running that code, instead of redone by each.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import cache
-from typing import Any, TypeVar
+from functools import cache, lru_cache
+from typing import Any, TypeVar, cast
 
 from eth.abc import (
     BlockAndMetaWitness,
@@ -25,7 +27,10 @@ from eth.abc import (
     WithdrawalAPI,
 )
 from eth.vm.base import VM
+from eth.vm.code_stream import CodeStream
+from eth.vm.computation import BaseComputation
 from eth.vm.interrupt import EVMMissingData
+from eth.vm.state import BaseState
 from eth_bloom import BloomFilter
 
 from cairn.execution.roots import ordered_trie_root
@@ -101,7 +106,37 @@ class _CairnVM(VM):
             validate_blobs(block)
 
 
+@lru_cache(maxsize=1024)
+def _code_analysis(code: bytes) -> tuple[set[int], set[int]]:
+    """The (valid, invalid) jump-target memo of one contract's code, filled as it runs."""
+    return set(), set()
+
+
+class _AnalysedCodeStream(CodeStream):
+    """py-evm's CodeStream whose position memo is shared by all runs of the same code: the
+    memo is a pure function of the bytes, and py-evm otherwise rebuilds it for every call."""
+
+    __slots__ = ()
+
+    def __init__(self, code_bytes: bytes) -> None:
+        self.program_counter = 0
+        self._raw_code_bytes = code_bytes
+        self._length_cache = len(code_bytes)
+        self.valid_positions, self.invalid_positions = _code_analysis(code_bytes)
+
+
+class _CairnComputation(BaseComputation):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.code = _AnalysedCodeStream(self.msg.code)
+
+
 @cache
 def cairn_vm(base: type[VM]) -> type[VM]:
     """`base` with Cairn's faster block assembly; behaviour and results are identical."""
-    return type(f"Cairn{base.__name__}", (_CairnVM, base), {})
+    state = cast(type[BaseState], base.get_state_class())
+    computation = type(
+        f"Cairn{state.computation_class.__name__}", (_CairnComputation, state.computation_class), {}
+    )
+    cairn_state = type(f"Cairn{state.__name__}", (state,), {"computation_class": computation})
+    return type(f"Cairn{base.__name__}", (_CairnVM, base), {"_state_class": cairn_state})
