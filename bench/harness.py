@@ -29,6 +29,26 @@ CHAIN_ID = 31337
 DEAD = "0x000000000000000000000000000000000000dEaD"
 
 
+def _rss_mib(pid: int) -> float:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0.0
+    for line in status.splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _descendants(pid: int) -> list[int]:
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return []
+    found = [int(c) for c in children]
+    return found + [d for c in found for d in _descendants(c)]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -107,11 +127,12 @@ class Target:
 
     def rss_mib(self) -> float:
         assert self.proc is not None
-        status = Path(f"/proc/{self.proc.pid}/status").read_text()
-        for line in status.splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        return 0.0
+        return _rss_mib(self.proc.pid)
+
+    def workers_rss_mib(self) -> float:
+        """RSS of the target's child processes (Cairn's sender-recovery and call workers)."""
+        assert self.proc is not None
+        return sum(_rss_mib(pid) for pid in _descendants(self.proc.pid))
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

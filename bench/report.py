@@ -186,13 +186,18 @@ def write_report(report: dict[str, Any], markdown: Path, images: Path) -> None:
             anvil = (
                 f"{a['start_to_rpc_seconds']} | {a['rss_mib']}" if "rss_mib" in a else "n/a ³ | n/a"
             )
+            workers = f" (+{c['workers_rss_mib']} ⁴)" if "workers_rss_mib" in c else ""
             lines.append(
-                f"| {c['height']:,} | {c['start_to_rpc_seconds']} | {c['rss_mib']} | {anvil} |"
+                f"| {c['height']:,} | {c['start_to_rpc_seconds']} | {c['rss_mib']}{workers} "
+                f"| {anvil} |"
             )
         lines += [
             "",
             "³ Anvil's `anvil_mine` slows down as its in-memory chain grows (past ~90,000 blocks",
             "one call of 1,000 blocks took over 30 s), so it is measured up to 10,000 blocks.",
+            "",
+            "⁴ In Cairn's worker processes (sender recovery and eth_call), at rest: each holds",
+            "its own Python interpreter and py-evm; the node process's figure is the first.",
         ]
         lines.append("")
     lines += [

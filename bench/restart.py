@@ -46,8 +46,14 @@ def measure(target: Target) -> dict[str, Any]:
     height = int(rpc_sync(target.url, "eth_blockNumber"), 16)
     time.sleep(SETTLE_SECONDS)
     rss = target.rss_mib()
+    workers = target.workers_rss_mib()
     target.stop()
-    return {"height": height, "start_to_rpc_seconds": round(seconds, 3), "rss_mib": round(rss, 1)}
+    return {
+        "height": height,
+        "start_to_rpc_seconds": round(seconds, 3),
+        "rss_mib": round(rss, 1),
+        "workers_rss_mib": round(workers, 1),
+    }
 
 
 def restart_benchmark(blocks: int) -> dict[str, Any]:

@@ -9,7 +9,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from functools import cache
-from typing import cast
+from typing import Protocol, cast
 
 from eth.abc import (
     BlockHeaderAPI,
@@ -20,6 +20,7 @@ from eth.abc import (
 )
 from eth.chains.base import ChainContext
 from eth.consensus.context import ConsensusContext
+from eth.db.backends.base import BaseDB
 from eth.exceptions import Revert
 from eth.vm.base import VM
 from eth.vm.forks.berlin.transactions import BerlinTransactionBuilder
@@ -29,8 +30,8 @@ from eth_typing import Address
 from eth_utils import ValidationError
 
 from cairn.errors import ExecutionFailed, TransactionReverted
-from cairn.execution.evmdb import StateOverlay
-from cairn.execution.reader import ChainReader
+from cairn.execution.evmdb import EvmChainDB, StateOverlay
+from cairn.execution.forks import Fork
 from cairn.execution.vmerrors import geth_vm_error
 
 ZERO_ADDRESS = Address(b"\x00" * 20)
@@ -85,8 +86,24 @@ def call_state_class(vm_class: type[VM]) -> type[BaseState]:
     )
 
 
+class CallSource(Protocol):
+    """What calls read: the node's `ChainReader`, or a call worker's view of it."""
+
+    @property
+    def chain_id(self) -> int: ...
+
+    @property
+    def fork(self) -> Fork: ...
+
+    def state_db(self) -> BaseDB: ...
+
+    def evm_chaindb(self, overlay: StateOverlay) -> EvmChainDB: ...
+
+    def state_at(self, header: BlockHeaderAPI) -> StateAPI: ...
+
+
 class CallRunner:
-    def __init__(self, reader: ChainReader, gas_cap: int) -> None:
+    def __init__(self, reader: CallSource, gas_cap: int) -> None:
         self.reader = reader
         self.gas_cap = gas_cap
         self._chain_context = ChainContext(reader.chain_id)
@@ -97,7 +114,7 @@ class CallRunner:
 
     def _costless_state(self, header: BlockHeaderAPI) -> StateAPI:
         """What py-evm's `VM.in_costless_state` builds: the next block's context, base fee 0."""
-        overlay = StateOverlay(self.reader.store.state_db())
+        overlay = StateOverlay(self.reader.state_db())
         vm_class = self.reader.fork.vm_class
         vm = vm_class(
             header=header,
@@ -130,7 +147,7 @@ class CallRunner:
                     return self._apply(self.reader.fork.vm_class, state, params, gas)
                 finally:
                     state.revert(snapshot)
-        overlay = StateOverlay(self.reader.store.state_db())
+        overlay = StateOverlay(self.reader.state_db())
         vm_class = vm_class or self.reader.fork.vm_class
         vm = vm_class(
             header=header,

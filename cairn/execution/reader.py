@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from eth.abc import BlockAPI, BlockHeaderAPI, ReceiptAPI, SignedTransactionAPI, StateAPI
 from eth.chains.base import ChainContext
+from eth.db.backends.base import BaseDB
 from eth_typing import Address
 
 from cairn.execution.evmdb import EvmChainDB, StateOverlay
@@ -120,6 +121,9 @@ class ChainReader:
         return self.store.load_tx_location(tx_hash)
 
     # ---------------------------------------------------------------- state
+    def state_db(self) -> BaseDB:
+        return self.store.state_db()
+
     def evm_chaindb(self, overlay: StateOverlay) -> EvmChainDB:
         return EvmChainDB(overlay.db, self)
 

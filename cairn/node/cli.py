@@ -42,6 +42,7 @@ def _rpc_config(opts: dict[str, Any], dev: bool) -> RpcConfig:
     cors = tuple(o.strip() for o in str(opts["http_corsdomain"]).split(",") if o.strip())
     return RpcConfig(
         gas_cap=opts["rpc_gascap"],
+        call_workers=opts["rpc_call_workers"],
         logs_block_range=opts["rpc_logs_range"],
         batch_limit=opts["rpc_batch_limit"],
         max_body_bytes=opts["rpc_max_body"],

@@ -44,6 +44,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("ws.port", int, 8546, "WebSocket-RPC port (0 disables the separate port)"),
     Option("http.corsdomain", str, "*", "comma-separated origins allowed by CORS ('*' for any)"),
     Option("rpc.gascap", int, 50_000_000, "gas cap for eth_call and eth_estimateGas"),
+    Option(
+        "rpc.call-workers",
+        int,
+        min(4, os.cpu_count() or 1),
+        "processes running eth_call/eth_estimateGas (default: cores, at most 4; 0 = in the "
+        "node process)",
+    ),
     Option("rpc.logs-range", int, 10_000, "largest block range one eth_getLogs may scan"),
     Option("rpc.batch-limit", int, 1_000, "most requests in one JSON-RPC batch"),
     Option("rpc.max-body", int, 16 * 1024 * 1024, "largest request body in bytes"),

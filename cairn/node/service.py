@@ -21,6 +21,7 @@ from cairn.consensus.devchain import DevChain
 from cairn.consensus.follower import Follower
 from cairn.consensus.sequencer import ProducerConfig, Sequencer
 from cairn.execution.call import CallRunner
+from cairn.execution.callworker import CallWorkers
 from cairn.execution.chain import BlockCommitted, Chain, open_store
 from cairn.execution.events import ChainEvents
 from cairn.execution.forks import fork_named
@@ -80,6 +81,7 @@ class Node:
         self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cairn-writer")
         self.reads = ThreadPoolExecutor(max_workers=2, thread_name_prefix="cairn-reads")
         self.call_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cairn-calls")
+        self.call_workers: CallWorkers | None = None
         self.pool = TxPool(self.fork, genesis.chain_id, self.chain.head_view, self.store)
         self.producer: Sequencer | None = None
         self.rpc: RpcServer | None = None
@@ -168,6 +170,11 @@ class Node:
             await self.p2p.start()
         self.follower.start()
         # ---- end p2p ----
+        if self.settings.rpc.call_workers > 0:
+            self.call_workers = CallWorkers(
+                self.chain.reader, self.settings.rpc.gas_cap, self.settings.rpc.call_workers
+            )
+            await self.call_workers.start()
         backend = Backend(
             chain=self.chain,
             pool=self.pool,
@@ -184,6 +191,7 @@ class Node:
             recovery=self.recovery,
             dev=dev_chain,
             call_thread=self.call_thread,
+            call_workers=self.call_workers,
         )
         # ---- Postgres mirror (issue #5): its own thread; blocks only wake it.
         if self.settings.mirror_url:
@@ -268,6 +276,8 @@ class Node:
         self.writer.shutdown(wait=True)
         self.reads.shutdown(wait=True)
         self.call_thread.shutdown(wait=True)
+        if self.call_workers is not None:
+            await self.call_workers.close()
         self.store.close()
         log.info("stopped cleanly at head #%d", self.store.head.number)
 

@@ -10,9 +10,11 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
+from eth.abc import BlockHeaderAPI
 from eth_typing import Address
 
-from cairn.execution.call import CallRunner
+from cairn.execution.call import CallParams, CallRunner
+from cairn.execution.callworker import CallWorkers
 from cairn.execution.chain import BlockCommitted, Chain
 from cairn.execution.devstate import AccountOverride, ImpersonatedTx
 from cairn.execution.events import ChainEvents
@@ -83,6 +85,7 @@ class DevControl(Protocol):
 @dataclass(frozen=True)
 class RpcConfig:
     gas_cap: int = 50_000_000
+    call_workers: int = 0  # processes for eth_call / eth_estimateGas; 0 runs them in-process
     logs_block_range: int = 10_000
     logs_max_results: int = 20_000
     batch_limit: int = 1_000
@@ -122,6 +125,8 @@ class Backend:
     # eth_call-like work runs on one thread: its calls share one warm state (CallRunner),
     # and a single thread avoids GIL hand-offs between readers that would wait anyway.
     call_thread: Executor | None = None
+    # eth_call and eth_estimateGas in worker processes (--rpc.call-workers; None: in here)
+    call_workers: CallWorkers | None = None
 
     async def run_read(self, fn: Callable[[], T]) -> T:
         """Heavy reads (log scans, traces, proofs) off the event loop, on the read threads."""
@@ -131,3 +136,14 @@ class Backend:
         """eth_call, eth_estimateGas and the like, on the call thread."""
         executor = self.call_thread or self.reads
         return await asyncio.get_running_loop().run_in_executor(executor, fn)
+
+    async def call(self, header: BlockHeaderAPI, params: CallParams) -> bytes:
+        """eth_call's output on the state after `header` (raises on revert or failure)."""
+        if self.call_workers is not None:
+            return await self.call_workers.call(header, params)
+        return await self.run_call(lambda: self.calls.call(header, params).output)
+
+    async def estimate_gas(self, header: BlockHeaderAPI, params: CallParams) -> int:
+        if self.call_workers is not None:
+            return await self.call_workers.estimate_gas(header, params)
+        return await self.run_call(lambda: self.calls.estimate_gas(header, params))

@@ -329,7 +329,7 @@ class DevNamespace:
         gas = call.gas
         if gas is None:
             header = view.header
-            gas = await self.b.run_call(lambda: self.b.calls.estimate_gas(header, call))
+            gas = await self.b.estimate_gas(header, call)
         request = ImpersonatedTx(
             sender=sender,
             nonce=nonce,

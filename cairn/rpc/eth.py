@@ -225,14 +225,13 @@ class EthNamespace:
         if overrides is not None:
             raise invalid_params("invalid argument 2: state overrides are not supported")
         header = self._header(params.block_ref(block, 1, default="latest"))
-        outcome = await self.b.run_call(lambda: self.b.calls.call(header, call))
-        return hexb(outcome.output)
+        return hexb(await self.b.call(header, call))
 
     @rpc_method("eth_estimateGas")
     async def estimate_gas(self, tx: Any, block: Any = None) -> str:
         call = params.call_params(tx, 0)
         header = self._header(params.block_ref(block, 1, default="latest"))
-        gas = await self.b.run_call(lambda: self.b.calls.estimate_gas(header, call))
+        gas = await self.b.estimate_gas(header, call)
         return q(gas)
 
     # ------------------------------------------------------------ transactions
@@ -268,7 +267,7 @@ class EthNamespace:
         gas = call.gas
         if gas is None:
             header = view.header
-            gas = await self.b.run_call(lambda: self.b.calls.estimate_gas(header, call))
+            gas = await self.b.estimate_gas(header, call)
         fields: dict[str, Any] = {
             "chainId": self.chain.chain_id,
             "nonce": nonce,

@@ -9,31 +9,18 @@ block execution. Batches are sent to a worker process instead, which returns eac
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import logging
 import multiprocessing
 import os
-import signal
-import sys
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
+
+from cairn.execution.worker_process import die_with_parent
 
 log = logging.getLogger("cairn.txpool")
 
 # Below this many transactions the round trip to the worker costs more than it saves.
 MIN_BATCH = 8
-
-
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent(parent: int) -> None:
-    """Worker initializer: a node killed with -9 must not leave its workers behind."""
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent:  # the node died before the line above took effect
-        os._exit(0)
 
 
 def _recover_batch(fork_name: str, raws: Sequence[bytes]) -> list[bytes | None]:
@@ -58,7 +45,7 @@ class SenderRecovery:
         self._pool = ProcessPoolExecutor(
             max_workers=workers,
             mp_context=context,
-            initializer=_die_with_parent,
+            initializer=die_with_parent,
             initargs=(os.getpid(),),
         )
 
