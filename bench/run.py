@@ -110,7 +110,16 @@ def main() -> None:
         action="store_true",
         help="re-run W1-W3 only; keep the other sections of the last latest.json",
     )
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="only re-write docs/benchmarks.md and the plots from the last latest.json",
+    )
     args = parser.parse_args()
+    if args.report_only:
+        last = json.loads((RESULTS / "latest.json").read_text())
+        write_report(last, REPO / "docs" / "benchmarks.md", REPO / "docs" / "img")
+        return
     RESULTS.mkdir(parents=True, exist_ok=True)
     started = time.time()
     w1 = sign_transfers(SENDERS, args.per_sender)

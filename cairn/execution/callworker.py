@@ -4,8 +4,9 @@ A call is py-evm interpretation: CPU-bound Python that, run in the node process,
 one interpreter lock from the RPC loop and the block builder. A worker runs `CallRunner` on
 its own view of the chain: state (trie nodes and code) and headers are stored under their
 hash, so whatever a worker has read stays true and is kept in its cache; what it lacks it
-asks the node for over its pipe, and the node's call thread answers from LevelDB while it
-waits for the outcome. Nothing in a worker is ever written.
+asks the node for over its pipe, and the node's event loop answers from LevelDB. Calls are
+queued to a worker as they arrive, so it never waits for the node between two of them.
+Nothing in a worker is ever written.
 """
 
 from __future__ import annotations
@@ -359,10 +360,6 @@ class CallWorkers:
         self._workers[index] = fresh
         await fresh.connect()
         await worker.close()
-
-    @property
-    def pids(self) -> list[int]:
-        return [w.process.pid or 0 for w in self._workers]
 
     async def close(self) -> None:
         for worker in self._workers:
