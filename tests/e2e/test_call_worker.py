@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from eth_abi.abi import encode as abi_encode
+from eth_typing import ChecksumAddress
 from eth_utils import function_signature_to_4byte_selector
 from web3 import Web3
 from web3.types import TxParams
@@ -46,7 +47,7 @@ def _deploy_token(w3: Web3) -> tuple[str, Any]:
     tx["gas"] = 2_000_000
     tx_hash = w3.eth.send_raw_transaction(owner.sign_transaction(tx).raw_transaction)
     receipt = w3.eth.wait_for_transaction_receipt(tx_hash, timeout=30)
-    address = cast(str, receipt["contractAddress"])
+    address = cast(ChecksumAddress, receipt["contractAddress"])
     return address, w3.eth.contract(address=address, abi=compiled.abi)
 
 
