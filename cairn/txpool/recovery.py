@@ -14,6 +14,7 @@ import multiprocessing
 import os
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
 from cairn.execution.worker_process import die_with_parent
 
@@ -39,11 +40,15 @@ def _recover_batch(fork_name: str, raws: Sequence[bytes]) -> list[bytes | None]:
 class SenderRecovery:
     def __init__(self, fork_name: str, workers: int = 1) -> None:
         self._fork_name = fork_name
+        self._workers = workers
+        self._pool = self._new_pool()
+
+    def _new_pool(self) -> ProcessPoolExecutor:
         # spawn: the node process has threads, so forking it is unsafe; and a spawned worker's
         # parent is the node itself, which the parent-death signal needs.
         context = multiprocessing.get_context("spawn")
-        self._pool = ProcessPoolExecutor(
-            max_workers=workers,
+        return ProcessPoolExecutor(
+            max_workers=self._workers,
             mp_context=context,
             initializer=die_with_parent,
             initargs=(os.getpid(),),
@@ -54,7 +59,17 @@ class SenderRecovery:
 
     async def recover(self, raws: Sequence[bytes]) -> list[bytes | None]:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, _recover_batch, self._fork_name, list(raws))
+        pool = self._pool
+        try:
+            return await loop.run_in_executor(pool, _recover_batch, self._fork_name, list(raws))
+        except BrokenProcessPool:
+            # The worker died (killed, out of memory): this batch is recovered by the caller,
+            # and the next ones by a fresh worker, not by the node process from now on.
+            if self._pool is pool:
+                log.warning("sender recovery worker stopped; starting another")
+                pool.shutdown(wait=False, cancel_futures=True)
+                self._pool = self._new_pool()
+            raise
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

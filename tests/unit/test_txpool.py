@@ -251,3 +251,32 @@ def test_senders_recovered_in_a_worker_process_are_used(chain: Chain) -> None:
     results = pool.add_many(raws, senders=senders)
     assert [r.error is None for r in results] == [True, True, True, False]
     assert all(d.sender == ADDRESSES[0] for d in pool.executable(10**9))
+
+
+def test_a_dead_recovery_worker_is_replaced(chain: Chain) -> None:
+    """Killed (say by the OOM killer), the worker fails one batch, which admission then
+    recovers itself; the next batch runs on a fresh worker, not in the node process."""
+    import asyncio
+    import os
+    import signal
+    from concurrent.futures.process import BrokenProcessPool
+
+    from cairn.txpool.recovery import SenderRecovery
+
+    raws = [transfer(0, n) for n in range(3)]
+    recovery = SenderRecovery(chain.fork.name)
+
+    async def scenario() -> list[bytes | None]:
+        assert await recovery.recover(raws) == [ADDRESSES[0]] * 3
+        first = recovery._pool
+        for pid in list(first._processes):
+            os.kill(pid, signal.SIGKILL)
+        with pytest.raises(BrokenProcessPool):
+            await recovery.recover(raws)
+        assert recovery._pool is not first
+        return await recovery.recover(raws)
+
+    try:
+        assert asyncio.run(scenario()) == [ADDRESSES[0]] * 3
+    finally:
+        recovery.close()
