@@ -110,10 +110,12 @@ def is_unavailable(exc: BaseException) -> bool:
     )
 
 
-def describe(exc: BaseException) -> str:
+def describe(exc: BaseException, unavailable: bool | None = None) -> str:
     text = str(exc).strip() or type(exc).__name__
     if is_unavailable(exc):
         return f"Postgres unavailable: {text}"
+    if unavailable:
+        return f"Postgres unavailable: connection lost ({text})"
     return text
 
 
@@ -252,23 +254,28 @@ class Mirror:
                 if self._stopping.is_set():
                     return
                 delay = backoff if not isinstance(exc, MirrorError) else self.config.backoff_max
-                self._record_error(exc, delay)
+                # Postgres going away mid-statement can surface as another error (asyncpg:
+                # "cannot switch to state 12; another operation is in progress" from the
+                # transaction's rollback): a closed connection says what happened.
+                lost = conn is not None and conn.is_closed()
+                self._record_error(exc, delay, lost)
                 backoff = min(backoff * 2, self.config.backoff_max)
                 await self._sleep(delay)
             finally:
                 if conn is not None:
                     conn.terminate()
 
-    def _record_error(self, exc: Exception, delay: float) -> None:
-        message = describe(exc)
+    def _record_error(self, exc: Exception, delay: float, lost: bool = False) -> None:
+        unavailable = lost or is_unavailable(exc)
+        message = describe(exc, unavailable)
         self._set(
-            phase="unavailable" if is_unavailable(exc) else "error",
+            phase="unavailable" if unavailable else "error",
             connected=False,
             last_error=message,
             last_error_at=time.time(),
             errors_total=self._status.errors_total + 1,
         )
-        if is_unavailable(exc) or isinstance(exc, MirrorError):
+        if unavailable or isinstance(exc, MirrorError):
             log.warning("mirror: %s; retrying in %.1fs", message, delay)
         elif message != self._last_logged_error:
             log.error("mirror: write failed; retrying in %.1fs", delay, exc_info=exc)

@@ -48,7 +48,7 @@ def test_postgres_outage_under_load(
             return body if code == 503 else None
 
         body = wait_until(unreachable, timeout=20, message="/health/database to report 503")
-        assert body["status"] == "unavailable"
+        assert body["status"] == "unavailable", body["lastError"]
         assert "Postgres unavailable" in body["lastError"]
         assert metric(node, "cairn_mirror_up") == 0
 
