@@ -6,7 +6,9 @@ its own view of the chain: state (trie nodes and code) and headers are stored un
 hash, so whatever a worker has read stays true and is kept in its cache; what it lacks it
 asks the node for over its pipe, and the node's event loop answers from LevelDB. Calls are
 queued to a worker as they arrive, so it never waits for the node between two of them.
-Nothing in a worker is ever written.
+Each call carries its wall-clock limit (--rpc.evmtimeout), which the worker enforces inside
+execution; a call past it answers geth's "execution aborted (timeout = 5s)" and the worker
+goes on with the next one. Nothing in a worker is ever written.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from eth.chains.base import ChainContext
 from eth.db.backends.base import BaseDB
 
 from cairn.errors import ExecutionFailed, TransactionReverted
-from cairn.execution.call import CallParams, CallRunner
+from cairn.execution.call import DEFAULT_TIMEOUT, CallParams, CallRunner
 from cairn.execution.evmdb import EvmChainDB, StateOverlay
 from cairn.execution.forks import Fork, fork_named
 from cairn.execution.reader import ChainReader
@@ -38,7 +40,8 @@ from cairn.execution.worker_process import die_with_parent
 
 log = logging.getLogger("cairn.execution")
 
-# node -> worker: (CALL | ESTIMATE, header RLP, CallParams), or (ANSWER, value) to a question
+# node -> worker: (CALL | ESTIMATE, header RLP, CallParams, timeout in seconds), or
+# (ANSWER, value) to a question
 CALL, ESTIMATE, ANSWER = "call", "estimate", "answer"
 # worker -> node: a question (STATE key, HEADER hash, NUMBER n, HEAD) or an outcome
 STATE, HEADER, NUMBER, HEAD = "state", "header", "number", "head"
@@ -181,7 +184,7 @@ def _serve(conn: Connection, fork_name: str, chain_id: int, gas_cap: int, parent
     headers: dict[bytes, BlockHeaderAPI] = {}  # decoded once: most calls ask for the head
     while True:
         try:
-            kind, raw_header, params = channel.next_call()
+            kind, raw_header, params, timeout = channel.next_call()
         except (EOFError, OSError):
             return
         header = headers.get(raw_header)
@@ -192,9 +195,9 @@ def _serve(conn: Connection, fork_name: str, chain_id: int, gas_cap: int, parent
         answer: tuple[Any, ...]
         try:
             if kind == CALL:
-                answer = (DONE, runner.call(header, params).output)
+                answer = (DONE, runner.call(header, params, timeout=timeout).output)
             else:
-                answer = (DONE, runner.estimate_gas(header, params))
+                answer = (DONE, runner.estimate_gas(header, params, timeout=timeout))
         except TransactionReverted as exc:
             answer = (REVERTED, exc.data, str(exc))
         except ExecutionFailed as exc:
@@ -247,7 +250,7 @@ class _Worker:
         payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
         self._writer.write(_FRAME.pack(len(payload)) + payload)
 
-    async def run(self, request: tuple[str, bytes, CallParams]) -> tuple[Any, ...]:
+    async def run(self, request: tuple[str, bytes, CallParams, float]) -> tuple[Any, ...]:
         if self._task is None or self._task.done():
             raise WorkerGone(f"call worker {self.process.pid} stopped: its pipe is closed")
         outcome: asyncio.Future[tuple[Any, ...]] = asyncio.get_running_loop().create_future()
@@ -308,14 +311,19 @@ class CallWorkers:
         for worker in self._workers:
             await worker.connect()
 
-    async def call(self, header: BlockHeaderAPI, params: CallParams) -> bytes:
-        """`CallRunner.call`'s output (raises as it does), computed in a worker."""
-        output: bytes = await self._run(CALL, header, params)
+    async def call(
+        self, header: BlockHeaderAPI, params: CallParams, *, evm_timeout: float = DEFAULT_TIMEOUT
+    ) -> bytes:
+        """`CallRunner.call`'s output (raises as it does), computed in a worker within
+        `evm_timeout` seconds of execution."""
+        output: bytes = await self._run(CALL, header, params, evm_timeout)
         return output
 
-    async def estimate_gas(self, header: BlockHeaderAPI, params: CallParams) -> int:
+    async def estimate_gas(
+        self, header: BlockHeaderAPI, params: CallParams, *, evm_timeout: float = DEFAULT_TIMEOUT
+    ) -> int:
         """`CallRunner.estimate_gas`, computed in a worker."""
-        gas: int = await self._run(ESTIMATE, header, params)
+        gas: int = await self._run(ESTIMATE, header, params, evm_timeout)
         return gas
 
     def _raw(self, header: BlockHeaderAPI) -> bytes:
@@ -326,8 +334,10 @@ class CallWorkers:
             raw = self._raw_headers[header.hash] = rlp.encode(header)
         return raw
 
-    async def _run(self, kind: str, header: BlockHeaderAPI, params: CallParams) -> Any:
-        request = (kind, self._raw(header), params)
+    async def _run(
+        self, kind: str, header: BlockHeaderAPI, params: CallParams, evm_timeout: float
+    ) -> Any:
+        request = (kind, self._raw(header), params, evm_timeout)
         try:
             outcome = await self._on_a_worker(request)
         except WorkerGone:
@@ -343,7 +353,7 @@ class CallWorkers:
             raise ExecutionFailed(outcome[1])
         raise RuntimeError(f"call worker: {outcome[1]}")
 
-    async def _on_a_worker(self, request: tuple[str, bytes, CallParams]) -> tuple[Any, ...]:
+    async def _on_a_worker(self, request: tuple[str, bytes, CallParams, float]) -> tuple[Any, ...]:
         worker = min(self._workers, key=lambda w: w.load)
         try:
             return await worker.run(request)

@@ -38,6 +38,7 @@ from cairn.rpc.backend import Backend, RpcConfig
 from cairn.rpc.debug import DebugNamespace
 from cairn.rpc.dispatch import Dispatcher, collect
 from cairn.rpc.eth import EthNamespace
+from cairn.rpc.filters import FilterLimits
 from cairn.rpc.live import LiveRpc
 from cairn.rpc.proof import ProofNamespace
 from cairn.rpc.server import RpcServer
@@ -179,7 +180,9 @@ class Node:
             chain=self.chain,
             pool=self.pool,
             events=self.events,
-            calls=CallRunner(self.chain.reader, self.settings.rpc.gas_cap),
+            calls=CallRunner(
+                self.chain.reader, self.settings.rpc.gas_cap, self.settings.rpc.evm_timeout
+            ),
             reads=self.reads,
             config=self.settings.rpc,
             client_version=CLIENT_VERSION,
@@ -220,6 +223,7 @@ class Node:
         # Live RPC (rpc-live): filters, subscriptions, txpool_*, dev helpers. After eth: it
         # wraps eth_sendTransaction / eth_sendRawTransaction.
         self.live = LiveRpc(backend, eth)
+        self.live.filters.limits = FilterLimits.of(self.settings.rpc)
         methods.update(self.live.methods())
         self.live.start()
         self.dispatcher = Dispatcher(methods, self.settings.rpc.batch_limit)

@@ -52,6 +52,7 @@ class NodeProcess:
             "--ws.port",
             "0",
             *self._p2p_args(),
+            *self._open_rpc_args(),
             *self.args,
         ]
 
@@ -59,6 +60,15 @@ class NodeProcess:
         if self.command != "run" or "--p2p.port" in self.args:
             return []
         return ["--p2p.port", str(self.p2p_port), "--p2p.addr", "127.0.0.1"]
+
+    def _open_rpc_args(self) -> list[str]:
+        """`run` serves eth,net,web3 and rate-limits by default; tests of other things read
+        admin_*, txpool_*, debug_* and /metrics from full nodes and poll freely. A test of
+        those defaults passes its own --http.api / --rpc.ratelimit."""
+        if self.command != "run":
+            return []
+        extra = [] if "--http.api" in self.args else ["--http.api", "*"]
+        return extra + ([] if "--rpc.ratelimit" in self.args else ["--rpc.ratelimit", "0"])
 
     def start(self, wait: bool = True, timeout: float = 60.0) -> NodeProcess:
         self._log = self.log_path.open("ab")
