@@ -60,15 +60,32 @@ def _toml_value(value: Any) -> str:
     return json.dumps(str(value))
 
 
+def _write_secret(path: Path, text: str) -> None:
+    """Write `text` to a file only its owner can read, from the first byte on (creating it
+    with mode 0600 rather than chmod-ing it after the write; an existing file is narrowed
+    before anything is written to it)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        os.fchmod(fh.fileno(), 0o600)
+        fh.write(text)
+
+
 def _write_toml(path: Path, entries: dict[str, Any]) -> None:
     lines = ["# written by `cairn testnet init`; flags and CAIRN_* env override these"]
     lines += [f'"{key}" = {_toml_value(value)}' for key, value in entries.items()]
     path.write_text("\n".join(lines) + "\n")
 
 
+GENESIS_SALT_PREFIX = b"cairn testnet "
+
+
 def _genesis(chain_id: int, producer: bytes, block_time: float) -> Genesis:
+    # A random salt in extraData makes this network's genesis hash its own: the p2p
+    # handshake compares genesis hashes, and two testnets (or a testnet and the dev chain)
+    # with the same chain id and accounts would otherwise look like one network.
     return Genesis(
         chain_id=chain_id,
+        extra_data=GENESIS_SALT_PREFIX + secrets.token_bytes(16),
         alloc={a.address: AllocAccount(balance=DEV_BALANCE) for a in dev_accounts()},
         consensus=ConsensusParams(
             mode="sequencer",
@@ -113,8 +130,7 @@ def cmd_testnet_init(args: argparse.Namespace) -> int:
     seq = plans[0]
     password = secrets.token_hex(16)
     seq_dir = root / seq.name
-    (seq_dir / "password.txt").write_text(password + "\n")
-    os.chmod(seq_dir / "password.txt", 0o600)
+    _write_secret(seq_dir / "password.txt", password + "\n")
     keystore = save_keystore(seq_dir / "keystore", PrivateKey(producer), password)
 
     local_boot = f"/ip4/127.0.0.1/tcp/{seq.p2p_port}/p2p/{seq.peer_id}"
