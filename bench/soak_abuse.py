@@ -39,6 +39,7 @@ from typing import Any
 import aiohttp
 from eth_account import Account
 
+from bench.report import SOAK_HEADING, SOAK_RESULTS, soak_section
 from cairn.genesis.dev import dev_accounts
 from tests.support.hostile import (
     SPIN,
@@ -51,7 +52,8 @@ from tests.support.hostile import (
 )
 from tests.support.proc import NodeProcess
 
-RESULTS = Path(__file__).resolve().parent / "results" / "soak_abuse.json"
+RESULTS = SOAK_RESULTS
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 HONEST_RATE = 50.0  # honest requests per second, open loop
 HONEST_TX_EVERY = 1.0  # seconds between honest transfers
 GAS = hex(50_000_000)
@@ -309,6 +311,7 @@ def main() -> None:
     parser.add_argument(
         "--only", action="append", choices=KINDS, help="run only these abusers (repeatable)"
     )
+    parser.add_argument("--no-docs", action="store_true", help="leave docs/benchmarks.md as is")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="cairn-soak-") as tmp:
         node = NodeProcess(Path(tmp) / "dev", "dev", "--block-time", "1", "--log.level", "warning")
@@ -321,6 +324,20 @@ def main() -> None:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))
+    if not args.no_docs:
+        _update_docs(results)
+
+
+def _update_docs(results: dict[str, Any]) -> None:
+    """Put this run's section into docs/benchmarks.md, leaving every other section as is."""
+    text = DOCS.read_text()
+    section = "\n".join(soak_section(results))
+    start = text.find(SOAK_HEADING)
+    if start < 0:
+        DOCS.write_text(text.rstrip("\n") + "\n\n" + section)
+        return
+    end = text.find("\n## ", start + len(SOAK_HEADING))
+    DOCS.write_text(text[:start] + section + (text[end + 1 :] if end >= 0 else ""))
 
 
 def _soak(node: NodeProcess, pid: int, args: argparse.Namespace) -> dict[str, Any]:
@@ -370,7 +387,8 @@ def _soak(node: NodeProcess, pid: int, args: argparse.Namespace) -> dict[str, An
         "abusers_run": kinds,
         "honest": {"rate_per_s": HONEST_RATE, "transfer_every_s": HONEST_TX_EVERY},
         "phases_s": {"baseline": args.baseline, "abuse": args.abuse, "recovery": args.recovery},
-        "load_average_at_end": os.getloadavg(),
+        "load_average_at_end": [round(x, 1) for x in os.getloadavg()],
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "cpus": os.cpu_count(),
     }
     for phase in ("baseline", "abuse", "recovery"):

@@ -119,8 +119,10 @@ class EncodedAnswers:
 
 class WsSession:
     """One WebSocket connection; answers and notifications leave through one queue bounded
-    in bytes. A client that lets more than `send_buffer` bytes pile up is disconnected and
-    its queue dropped (geth closes a subscriber that falls behind too)."""
+    in bytes. A client that lets more than `send_buffer` bytes pile up behind the message
+    being written is disconnected and its queue dropped (geth closes a subscriber that falls
+    behind too). So one connection holds at most `send_buffer` bytes (or one larger
+    message) besides the message being written."""
 
     def __init__(
         self,
@@ -201,12 +203,10 @@ class WsSession:
                     self._ready.clear()
                     await self._ready.wait()
                     continue
-                text = self._queue[0]
-                # Counted until written out: a client that does not read blocks here.
+                text = self._queue.popleft()
+                self._queued_bytes -= len(text)
+                # A client that does not read blocks here, and the queue behind grows.
                 await self.ws.send_str(text)
-                if self._queue and self._queue[0] is text:
-                    self._queue.popleft()
-                    self._queued_bytes -= len(text)
         except (ConnectionError, RuntimeError):  # the peer left, or the socket was aborted
             self.closed = True
             self._queue.clear()
