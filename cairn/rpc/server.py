@@ -106,9 +106,10 @@ class EncodedAnswers:
         raw = encode(answer)
         self.size += len(raw) + 1
         if self.size > self.limit:
+            answers = len(self._parts) + 1
             self._parts.clear()
             raise ResponseTooLarge(
-                f"response too large: {self.size} bytes after {len(self._parts) + 1} answers, "
+                f"response too large: {self.size} bytes after {answers} answers, "
                 f"limit {self.limit} (--rpc.max-response)"
             )
         self._parts[id(answer)] = raw
@@ -147,10 +148,6 @@ class WsSession:
         self._ready = asyncio.Event()
         self._closing: asyncio.Task[None] | None = None
 
-    @property
-    def queued_bytes(self) -> int:
-        return self._queued_bytes
-
     def notify(self, subscription: str, result: Any) -> None:
         message = {
             "jsonrpc": "2.0",
@@ -172,25 +169,26 @@ class WsSession:
                 self._queued_bytes + size,
                 self._send_buffer,
             )
-            self.drop(b"send buffer overflow: read your messages (--ws.send-buffer)")
+            self.drop(1008, b"send buffer overflow: read your messages (--ws.send-buffer)")
             return
         self._queue.append(text)
         self._queued_bytes += size
         self._ready.set()
 
-    def drop(self, reason: bytes) -> None:
+    def drop(self, code: int, reason: bytes) -> asyncio.Task[None]:
         """Stop sending, free the queue, and close the connection (aborted if the client
-        does not take the close frame within a second)."""
+        does not take the close frame within a second); the task doing so."""
         self.closed = True
         self._queue.clear()
         self._queued_bytes = 0
         self._ready.set()
         if self._closing is None:
-            self._closing = asyncio.ensure_future(self._close_ws(reason))
+            self._closing = asyncio.ensure_future(self._close_ws(code, reason))
+        return self._closing
 
-    async def _close_ws(self, reason: bytes) -> None:
+    async def _close_ws(self, code: int, reason: bytes) -> None:
         try:
-            await asyncio.wait_for(self.ws.close(code=1008, message=reason), timeout=1.0)
+            await asyncio.wait_for(self.ws.close(code=code, message=reason), timeout=1.0)
         except (TimeoutError, ConnectionError):
             log.debug("ws client %s did not take its close frame; aborting", self.remote)
         if self._transport is not None:
@@ -259,8 +257,9 @@ class RpcServer:
             self.bound_ports.append(sockets[0].getsockname()[1] if sockets else port)
 
     async def stop(self) -> None:
-        for session in list(self.sessions):
-            await session.ws.close()
+        closing = [session.drop(1001, b"node shutting down") for session in list(self.sessions)]
+        if closing:
+            await asyncio.gather(*closing)
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
