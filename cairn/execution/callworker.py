@@ -5,7 +5,9 @@ one interpreter lock from the RPC loop and the block builder. A worker runs `Cal
 its own view of the chain: state (trie nodes and code) and headers are stored under their
 hash, so whatever a worker has read stays true and is kept in its cache; what it lacks it
 asks the node for over its pipe, and the node's event loop answers from LevelDB. Calls are
-queued to a worker as they arrive, so it never waits for the node between two of them.
+queued to a worker a few ahead (PIPELINE), so it never waits for the node between two of
+them; the rest wait in the node, in arrival order, for the first worker with room, and a
+call whose caller gave up meanwhile (a client gone, a batch stopped) is never sent.
 Each call carries its wall-clock limit (--rpc.evmtimeout), which the worker enforces inside
 execution; a call past it answers geth's "execution aborted (timeout = 5s)" and the worker
 goes on with the next one. Nothing in a worker is ever written.
@@ -48,6 +50,7 @@ STATE, HEADER, NUMBER, HEAD = "state", "header", "number", "head"
 DONE, REVERTED, FAILED, CRASHED = "done", "reverted", "failed", "crashed"
 
 CACHE_BYTES = 64 * 1024 * 1024
+PIPELINE = 4  # calls sent ahead to one worker; more wait in the node
 
 
 class _Cache:
@@ -216,11 +219,15 @@ _FRAME = struct.Struct("!i")  # multiprocessing.Connection's framing: length, th
 
 class _Worker:
     """One worker process and the node's end of its pipe, served by the event loop: calls
-    are queued to the worker as they come (it runs them in order), its questions answered
-    as they arrive, and each outcome settles the oldest waiting call."""
+    sent are run in order, its questions answered as they arrive, and each outcome settles
+    the oldest waiting call and calls `on_free`."""
 
-    def __init__(self, spec: tuple[str, int, int], reader: ChainReader) -> None:
+    def __init__(
+        self, spec: tuple[str, int, int], reader: ChainReader, on_free: Callable[[], None]
+    ) -> None:
         self._reader = reader
+        self._on_free = on_free
+        self.reserved = 0  # places promised to callers that have not sent their call yet
         self._state = reader.state_db()
         # spawn: the node process has threads, so forking it is unsafe
         context = multiprocessing.get_context("spawn")
@@ -276,6 +283,7 @@ class _Worker:
                     outcome = self._waiting.popleft()
                     if not outcome.done():
                         outcome.set_result(message)
+                    self._on_free()
         except (asyncio.IncompleteReadError, ConnectionError, OSError) as exc:
             gone = WorkerGone(f"call worker {self.process.pid} stopped: {exc or 'pipe closed'}")
             while self._waiting:
@@ -299,13 +307,15 @@ def _encoded(header: BlockHeaderAPI | None) -> bytes | None:
 
 
 class CallWorkers:
-    """`count` worker processes running calls; each call goes to the least loaded."""
+    """`count` worker processes running calls; each call goes to the first worker with room."""
 
     def __init__(self, reader: ChainReader, gas_cap: int, count: int) -> None:
         self._reader = reader
         self._spec = (reader.fork.name, reader.chain_id, gas_cap)
-        self._workers = [_Worker(self._spec, reader) for _ in range(count)]
+        self._workers = [_Worker(self._spec, reader, self._pump) for _ in range(count)]
         self._raw_headers: dict[bytes, bytes] = {}
+        # callers waiting for a place on a worker, oldest first; each gets the worker
+        self._places: deque[asyncio.Future[_Worker]] = deque()
 
     async def start(self) -> None:
         for worker in self._workers:
@@ -354,7 +364,17 @@ class CallWorkers:
         raise RuntimeError(f"call worker: {outcome[1]}")
 
     async def _on_a_worker(self, request: tuple[str, bytes, CallParams, float]) -> tuple[Any, ...]:
-        worker = min(self._workers, key=lambda w: w.load)
+        place: asyncio.Future[_Worker] = asyncio.get_running_loop().create_future()
+        self._places.append(place)
+        self._pump()
+        try:
+            worker = await place
+        except asyncio.CancelledError:
+            if place.done() and not place.cancelled():  # given a place, gone before using it
+                place.result().reserved -= 1
+                self._pump()
+            raise
+        worker.reserved -= 1
         try:
             return await worker.run(request)
         except WorkerGone as exc:
@@ -362,13 +382,29 @@ class CallWorkers:
             await self._replace(worker)
             raise
 
+    def _pump(self) -> None:
+        """Give waiting callers places on the least loaded workers, up to PIPELINE each;
+        callers that gave up are skipped, so their calls never reach a worker."""
+        while self._places:
+            worker = min(self._workers, key=lambda w: w.load + w.reserved)
+            if worker.load + worker.reserved >= PIPELINE:
+                return
+            place = self._places.popleft()
+            if place.done():
+                continue
+            worker.reserved += 1
+            place.set_result(worker)
+
     async def _replace(self, worker: _Worker) -> None:
         if worker not in self._workers:
             return  # another caller of the same dead worker replaced it already
-        index = self._workers.index(worker)
-        fresh = _Worker(self._spec, self._reader)
-        self._workers[index] = fresh
-        await fresh.connect()
+        fresh = _Worker(self._spec, self._reader, self._pump)
+        await fresh.connect()  # before it can be given calls
+        if worker not in self._workers:  # replaced by another caller meanwhile
+            await fresh.close()
+            return
+        self._workers[self._workers.index(worker)] = fresh
+        self._pump()
         await worker.close()
 
     async def close(self) -> None:

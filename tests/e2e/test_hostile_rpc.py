@@ -235,6 +235,22 @@ def test_a_batch_stops_when_its_answers_pass_the_response_limit(dev: NodeProcess
     wait_until(lambda: rss_mib(pid) < before + 30, timeout=30, message="memory back")
 
 
+def test_calls_a_stopped_batch_no_longer_needs_never_reach_the_worker(dev: NodeProcess) -> None:
+    """Twenty large answers (the limit is passed at the eighth), then ten calls that loop
+    until --rpc.evmtimeout (1 s): sent to the worker with the rest, they kept it busy for
+    ten seconds after the batch was refused. Now they wait in the node, and are dropped."""
+    big = {"data": revert_with(256 * 1024), "gas": GAS}
+    batch = [request("eth_call", big, "latest", id_=i) for i in range(20)]
+    batch += [
+        request("eth_call", {"data": SPIN, "gas": GAS}, "latest", id_=20 + i) for i in range(10)
+    ]
+    status, _, answer = post_raw(dev.url, json.dumps(batch).encode(), timeout=120)
+    assert status == 200 and "response too large" in answer["error"]["message"]
+    started = time.monotonic()
+    assert rpc.call(dev.url, "eth_call", {"to": DEAD, "data": "0x"}, "latest") == "0x"
+    assert time.monotonic() - started < 3  # not ten seconds of loops
+
+
 # ------------------------------------------------------------------ WebSocket
 def test_a_websocket_client_that_never_reads_is_dropped_and_freed(dev: NodeProcess) -> None:
     """300 requests whose answers are 2 MB each, never read: the node held all of them
