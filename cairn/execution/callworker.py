@@ -51,6 +51,9 @@ DONE, REVERTED, FAILED, CRASHED = "done", "reverted", "failed", "crashed"
 
 CACHE_BYTES = 64 * 1024 * 1024
 PIPELINE = 4  # calls sent ahead to one worker; more wait in the node
+# A worker whose current call has run this long gets no more until it is done: the calls
+# behind it would wait for it (a loop may run to --rpc.evmtimeout), others may be free.
+SLOW_CALL_SECONDS = 0.05
 
 
 class _Cache:
@@ -228,6 +231,7 @@ class _Worker:
         self._reader = reader
         self._on_free = on_free
         self.reserved = 0  # places promised to callers that have not sent their call yet
+        self._running_since = 0.0  # when the call it runs now started (as far as we know)
         self._state = reader.state_db()
         # spawn: the node process has threads, so forking it is unsafe
         context = multiprocessing.get_context("spawn")
@@ -248,6 +252,13 @@ class _Worker:
     def load(self) -> int:
         return len(self._waiting)
 
+    def room(self, now: float) -> int:
+        """Calls it may be given now: none past PIPELINE, none behind a slow call."""
+        taken = self.load + self.reserved
+        if self.load and now - self._running_since > SLOW_CALL_SECONDS:
+            return 0
+        return max(0, PIPELINE - taken)
+
     async def connect(self) -> None:
         reader, self._writer = await asyncio.open_unix_connection(sock=self._sock)
         self._task = asyncio.create_task(self._serve(reader), name="call-worker-pipe")
@@ -260,7 +271,10 @@ class _Worker:
     async def run(self, request: tuple[str, bytes, CallParams, float]) -> tuple[Any, ...]:
         if self._task is None or self._task.done():
             raise WorkerGone(f"call worker {self.process.pid} stopped: its pipe is closed")
-        outcome: asyncio.Future[tuple[Any, ...]] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        outcome: asyncio.Future[tuple[Any, ...]] = loop.create_future()
+        if not self._waiting:
+            self._running_since = loop.time()
         self._waiting.append(outcome)
         self._send(request)
         return await outcome  # cancelled, it stays queued: its outcome is read and dropped
@@ -283,6 +297,7 @@ class _Worker:
                     outcome = self._waiting.popleft()
                     if not outcome.done():
                         outcome.set_result(message)
+                    self._running_since = asyncio.get_running_loop().time()
                     self._on_free()
         except (asyncio.IncompleteReadError, ConnectionError, OSError) as exc:
             gone = WorkerGone(f"call worker {self.process.pid} stopped: {exc or 'pipe closed'}")
@@ -383,12 +398,14 @@ class CallWorkers:
             raise
 
     def _pump(self) -> None:
-        """Give waiting callers places on the least loaded workers, up to PIPELINE each;
-        callers that gave up are skipped, so their calls never reach a worker."""
+        """Give waiting callers places on the workers with the most room (up to PIPELINE
+        each, none behind a slow call); callers that gave up are skipped, so their calls
+        never reach a worker."""
+        now = asyncio.get_running_loop().time()
         while self._places:
-            worker = min(self._workers, key=lambda w: w.load + w.reserved)
-            if worker.load + worker.reserved >= PIPELINE:
-                return
+            worker = max(self._workers, key=lambda w: (w.room(now), -w.load))
+            if worker.room(now) == 0:
+                return  # room comes back only with an outcome, which pumps again
             place = self._places.popleft()
             if place.done():
                 continue

@@ -12,8 +12,11 @@ from __future__ import annotations
 import asyncio
 import json
 import multiprocessing
+import os
+import re
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -212,6 +215,65 @@ def test_eth_call_past_the_evm_timeout_is_aborted(
     finally:
         if node is not dev:
             node.stop()
+
+
+WORKER_STARTED = re.compile(r"eth_call worker started \(pid (\d+)\)")
+
+
+def _timed(action: Callable[[], object]) -> float:
+    started = time.monotonic()
+    action()
+    return time.monotonic() - started
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_calls_go_around_a_worker_stuck_in_a_loop(tmp_path: Path) -> None:
+    """One client's looping call holds one of two workers for --rpc.evmtimeout (3 s here);
+    other clients' calls, four at a time, used to be queued behind it half the time. Calls
+    now wait in the node for a worker that is not busy with a slow call."""
+    node = NodeProcess(
+        tmp_path / "dev", "dev", "--rpc.call-workers", "2", "--rpc.evmtimeout", "3s"
+    ).start()
+    honest = json.dumps(
+        [request("eth_call", {"to": DEAD, "data": "0x"}, "latest", id_=i) for i in range(4)]
+    ).encode()
+    try:
+        # both workers up (a fresh worker imports py-evm first): four calls answered at once
+        wait_until(
+            lambda: _timed(lambda: post_raw(node.url, honest)) < 0.2,
+            timeout=60,
+            message="both call workers to answer",
+        )
+        workers = [int(pid) for pid in WORKER_STARTED.findall(node.log())]
+        assert len(workers) == 2
+        busy = {pid: _cpu_seconds(pid) for pid in workers}
+        spin = threading.Thread(
+            target=rpc.post, args=(node.url, request("eth_call", {"data": SPIN, "gas": GAS}))
+        )
+        spin.start()
+        # the loop has run well past the 50 ms after which a call counts as slow
+        wait_until(
+            lambda: any(_cpu_seconds(pid) - busy[pid] > 0.3 for pid in workers),
+            timeout=30,
+            interval=0.02,
+            message="a worker to be busy with the looping call",
+        )
+        latencies = []
+        window = time.monotonic() + 2.0
+        while time.monotonic() < window:
+            started = time.monotonic()
+            status, _, answers = post_raw(node.url, honest)
+            assert status == 200 and [a["result"] for a in answers] == ["0x"] * 4
+            latencies.append(time.monotonic() - started)
+        spin.join(30)
+        assert len(latencies) >= 5, latencies
+        assert max(latencies) < HONEST_DEADLINE, latencies
+    finally:
+        node.stop()
 
 
 def test_a_batch_stops_when_its_answers_pass_the_response_limit(dev: NodeProcess) -> None:
