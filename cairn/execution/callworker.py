@@ -6,8 +6,9 @@ its own view of the chain: state (trie nodes and code) and headers are stored un
 hash, so whatever a worker has read stays true and is kept in its cache; what it lacks it
 asks the node for over its pipe, and the node's event loop answers from LevelDB. Calls are
 queued to a worker a few ahead (PIPELINE), so it never waits for the node between two of
-them; the rest wait in the node, in arrival order, for the first worker with room, and a
-call whose caller gave up meanwhile (a client gone, a batch stopped) is never sent.
+them, but none behind a call that has already run 50 ms (it may loop to its timeout); the
+rest wait in the node, in arrival order, for the first worker with room, and a call whose
+caller gave up meanwhile (a client gone, a batch stopped) is never sent.
 Each call carries its wall-clock limit (--rpc.evmtimeout), which the worker enforces inside
 execution; a call past it answers geth's "execution aborted (timeout = 5s)" and the worker
 goes on with the next one. Nothing in a worker is ever written.
