@@ -311,6 +311,9 @@ def main() -> None:
     parser.add_argument(
         "--only", action="append", choices=KINDS, help="run only these abusers (repeatable)"
     )
+    parser.add_argument(
+        "--out", type=Path, default=RESULTS, help=f"where the JSON goes (default {RESULTS})"
+    )
     parser.add_argument("--no-docs", action="store_true", help="leave docs/benchmarks.md as is")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="cairn-soak-") as tmp:
@@ -321,10 +324,10 @@ def main() -> None:
             results = _soak(node, node.proc.pid, args)
         finally:
             node.stop()
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))
-    if not args.no_docs:
+    if not args.no_docs and args.out == RESULTS:
         _update_docs(results)
 
 

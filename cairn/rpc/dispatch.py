@@ -146,15 +146,23 @@ class Dispatcher:
         try:
             await asyncio.gather(*tasks)
         except ResponseTooLarge as exc:
+            message = str(exc)
             # What is left is cancelled (a cancelled submission's transaction is still
             # admitted or refused as a whole by the pool; only its answer is lost).
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            return _error(None, RpcError(LIMIT_EXCEEDED, str(exc)))
+            # The exception's traceback holds this frame, which holds the tasks, one of
+            # which holds the exception: drop the answers now rather than at the next full
+            # garbage collection (rare on a node: see cairn.node.heap).
+            tasks.clear()
+            answers.clear()
+            return _error(None, RpcError(LIMIT_EXCEEDED, message))
         except BaseException:
             for task in tasks:
                 task.cancel()
+            tasks.clear()
+            answers.clear()
             raise
         replies = [a for a in answers if a is not None]
         return replies or None

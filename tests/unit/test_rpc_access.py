@@ -4,7 +4,9 @@ dispatcher's namespace allow-list and batch response budget."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
+import weakref
 from typing import Any
 
 import pytest
@@ -249,3 +251,34 @@ def test_a_batch_within_its_budget_is_answered_in_order() -> None:
     answer = asyncio.run(dispatcher.handle(batch, sink=budget))
     assert [a["id"] for a in answer] == [3, 1, 2]
     assert budget.seen == 3
+
+
+class _Held:
+    """A result that can be watched with a weak reference."""
+
+    def __init__(self, size: int) -> None:
+        self.text = "x" * size
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def test_a_stopped_batch_lets_go_of_its_answers_at_once() -> None:
+    """Without the garbage collector: a refused batch's answers must not wait for it (a
+    node runs full collections rarely, and each such batch held megabytes)."""
+    held: list[weakref.ref[_Held]] = []
+
+    async def big(size: int) -> _Held:
+        result = _Held(size)
+        held.append(weakref.ref(result))
+        return result
+
+    dispatcher = Dispatcher({"eth_big": big}, batch_limit=100)
+    batch = [_request("eth_big", 1000, id_=i) for i in range(10)]
+    gc.disable()
+    try:
+        answer = asyncio.run(dispatcher.handle(batch, sink=_Budget(limit=2500)))
+        assert answer["error"]["code"] == -32005
+        assert held and all(ref() is None for ref in held)
+    finally:
+        gc.enable()
