@@ -5,9 +5,10 @@ Owns every limit a client meets before and after dispatch: Host check (--http.vh
 CORS, WebSocket origins, JSON-only POST bodies, body size, bearer token, per-client rate,
 namespace access (--http.api/--ws.api, also for /metrics and /status), batch responses
 measured as they are built, WebSocket connection count and each connection's send buffer
-in bytes. A client that hits a limit gets a JSON-RPC error or an HTTP status, or (a
-WebSocket client that does not read) is disconnected and everything queued for it freed;
-the node keeps serving the others. Must never run chain work itself: namespaces do.
+in bytes; and, after a large answer or a refusal at a limit, handing freed memory back.
+A client that hits a limit gets a JSON-RPC error or an HTTP status, or (a WebSocket
+client that does not read) is disconnected and everything queued for it freed; the node
+keeps serving the others. Must never run chain work itself: namespaces do.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from cairn.rpc.cache import RawJson
 from cairn.rpc.dispatch import OPEN, Access, Dispatcher, ResponseTooLarge
 from cairn.rpc.errors import INVALID_REQUEST, LIMIT_EXCEEDED, PARSE_ERROR, UNAUTHORIZED
 from cairn.rpc.jsonbody import decode_json
+from cairn.rpc.memory import MemoryReleaser
 
 log = logging.getLogger("cairn.rpc")
 STREAMED_RESULT_BYTES = 256 * 1024
@@ -46,6 +48,8 @@ JSON_CONTENT_TYPES = frozenset(
 # HTTP paths that show what the RPC namespaces would (peers and their addresses): each is
 # served only where its name is in --http.api, or to a request carrying the bearer token.
 RESTRICTED_PATHS = {"/metrics": "metrics", "/status": "status"}
+# After an answer this large, or a request refused at a limit, freed memory is handed back.
+LARGE_ANSWER_BYTES = 8 * 1024 * 1024
 
 Route = tuple[str, str, Callable[[web.Request], Awaitable[web.StreamResponse]]]
 
@@ -134,8 +138,10 @@ class WsSession:
         send_buffer: int,
         access: Access,
         privileged: bool,
+        memory: MemoryReleaser,
     ) -> None:
         self.ws = ws
+        self._memory = memory
         self.remote = remote
         self.access = access
         self.privileged = privileged
@@ -181,6 +187,7 @@ class WsSession:
         self.closed = True
         self._queue.clear()
         self._queued_bytes = 0
+        self._memory.release_soon()
         self._ready.set()
         if self._closing is None:
             self._closing = asyncio.ensure_future(self._close_ws(code, reason))
@@ -242,6 +249,7 @@ class RpcServer:
                 handler = self._restricted(RESTRICTED_PATHS[path], handler)
             self.app.router.add_route(method, path, handler)
         self._runner: web.AppRunner | None = None
+        self.memory = MemoryReleaser()
         self.sessions: set[WsSession] = set()
         self.bound_ports: list[int] = []
 
@@ -400,6 +408,7 @@ class RpcServer:
             answer = await self.dispatcher.handle(
                 payload, access=OPEN if token else self.http_access, sink=sink
             )
+            self._after(answer, sink.size)
             if answer is None:
                 return web.Response(status=200, headers=headers)
             return self._json(
@@ -410,6 +419,7 @@ class RpcServer:
             return web.Response(status=200, headers=headers)
         parts = encode_parts(answer)
         size = sum(len(part) for part in parts)
+        self._after(answer, size)
         if size > self.config.max_response_bytes:
             parts = [
                 error_body(
@@ -430,6 +440,14 @@ class RpcServer:
         except ConnectionResetError:  # the client left mid-answer: nothing to tell it
             log.debug("client %s left before its answer was sent", request.remote)
         return response
+
+    def _after(self, answer: Any, size: int) -> None:
+        """Hand freed memory back after a large answer, or a request refused at a limit
+        (a batch or a trace stopped there has just let go of what it built)."""
+        error = answer.get("error") if isinstance(answer, dict) else None
+        refused = isinstance(error, dict) and error.get("code") == LIMIT_EXCEEDED
+        if refused or size >= LARGE_ANSWER_BYTES:
+            self.memory.release_soon()
 
     def _too_many(self, message: str, headers: dict[str, str]) -> web.Response:
         return self._json(error_body(LIMIT_EXCEEDED, message), headers, status=429)
@@ -477,6 +495,7 @@ class RpcServer:
             send_buffer=self.config.ws_send_buffer,
             access=OPEN if token else self.ws_access,
             privileged=bool(token),
+            memory=self.memory,
         )
         self.sessions.add(session)
         writer = asyncio.create_task(session.writer())
@@ -525,6 +544,7 @@ class RpcServer:
             answer = await self.dispatcher.handle(
                 payload, context=session, access=session.access, sink=sink
             )
+            self._after(answer, sink.size)
             if isinstance(answer, list):
                 session.send_text(sink.join(answer).decode())
             elif answer is not None:
@@ -533,6 +553,7 @@ class RpcServer:
         answer = await self.dispatcher.handle(payload, context=session, access=session.access)
         if answer is not None:
             text = _dumps(answer)
+            self._after(answer, len(text))
             if len(text) > self.config.max_response_bytes:
                 text = error_body(
                     LIMIT_EXCEEDED,

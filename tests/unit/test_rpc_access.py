@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from cairn.rpc import access
+from cairn.rpc import access, memory
 from cairn.rpc.access import (
     ClientAddress,
     TokenBuckets,
@@ -23,6 +23,7 @@ from cairn.rpc.access import (
     ws_origin_allowed,
 )
 from cairn.rpc.dispatch import Access, Dispatcher, ResponseTooLarge, namespace_of
+from tests.support.wait import wait_until_async
 
 
 @pytest.mark.parametrize(
@@ -282,3 +283,29 @@ def test_a_stopped_batch_lets_go_of_its_answers_at_once() -> None:
         assert held and all(ref() is None for ref in held)
     finally:
         gc.enable()
+
+
+def test_memory_is_handed_back_at_most_once_per_interval(monkeypatch: pytest.MonkeyPatch) -> None:
+    trims: list[int] = []
+
+    def trim(pad: int) -> int:
+        trims.append(pad)
+        return 1
+
+    monkeypatch.setattr(memory, "_TRIM", trim)
+
+    async def scenario() -> None:
+        releaser = memory.MemoryReleaser(min_interval=0.2)
+        releaser.release_soon()
+        releaser.release_soon()  # already pending: one trim
+        await wait_until_async(lambda: _done(trims, 1), within=5, interval=0.01)
+        releaser.release_soon()  # within the interval: waits for its end
+        assert trims == [0]
+        await wait_until_async(lambda: _done(trims, 2), within=5, interval=0.01)
+
+    asyncio.run(scenario())
+    assert trims == [0, 0]
+
+
+async def _done(trims: list[int], count: int) -> bool:
+    return len(trims) >= count
