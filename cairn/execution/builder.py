@@ -148,11 +148,17 @@ class BlockExecutor:
         except ValidationError as exc:
             raise InvalidBlock(template.block_number, ZERO_HASH, str(exc)) from exc
 
-    def import_block(self, block: BlockAPI, extras: DevExtras = NO_EXTRAS) -> BlockResult:
+    def import_block(self, block: BlockAPI) -> BlockResult:
         """Re-execute a block made elsewhere; raise `InvalidBlock` unless every root matches.
+        What full nodes and validators run: the block's transactions and nothing else."""
+        return self._reexecute(block, NO_EXTRAS)
 
-        `extras` are the dev changes stored beside a dev chain's block (empty otherwise).
-        """
+    def replay(self, block: BlockAPI, extras: DevExtras) -> BlockResult:
+        """Re-execute one of this node's stored blocks with the dev record stored beside it
+        (state overrides, impersonated senders; empty for every ordinary block)."""
+        return self._reexecute(block, extras)
+
+    def _reexecute(self, block: BlockAPI, extras: DevExtras) -> BlockResult:
         claimed = block.header
         parent = self.reader.header_by_hash(claimed.parent_hash)
         if parent is None:

@@ -1,6 +1,6 @@
 """Wiring of the p2p layer into a node: adapters from chain, pool and follower to the
-Protocols `cairn.p2p.api` asks for, block announcements from the producer, and the
-`--p2p.*` options turned into a `P2PConfig`. Kept out of service.py so that file stays small.
+Protocols `cairn.p2p.api` asks for, block announcements from the producer (a listener of
+`BlockCommitted`), and the `--p2p.*` options turned into a `P2PConfig`.
 """
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry
 
+from cairn.chain.bundle import bundle_from_parts, load_bundle
+from cairn.chain.chain import Chain
+from cairn.chain.events import BlockCommitted, ChainEvents
 from cairn.consensus.follower import Follower
 from cairn.errors import ConfigError
-from cairn.execution.chain import BlockCommitted, Chain
-from cairn.execution.events import ChainEvents
-from cairn.execution.wire import bundle_from_parts, load_bundle
 from cairn.p2p import messages
 from cairn.p2p.api import P2PConfig
 from cairn.txpool.pool import TxPool
@@ -112,7 +112,6 @@ class P2PLink:
         self.service: P2PService = P2PService(
             config, StoreChainView(chain), GossipRouter(follower, self.relay), registry
         )
-        follower.attach(self.service)
         self._unsubscribe = events.subscribe(self._announce) if producer else None
 
     def _publish_txs(self, raws: list[bytes]) -> None:
