@@ -85,8 +85,13 @@ class DevChain:
         applier: BlockApplier,
         writer: Executor,
         config: ProducerConfig,
+        *,
+        networked: bool = False,
     ) -> None:
         self._chain = chain
+        # With peers, every block must re-execute from what a full node receives: the
+        # transactions alone. State overrides, impersonated sends and rewinds cannot.
+        self.networked = networked
         self._store: ChainStore = chain.store
         self._pool = pool
         self._applier = applier
@@ -102,6 +107,14 @@ class DevChain:
         self._saved: bytes | None = None
         self._restore_queued: list[Any] = []  # saved impersonated sends, queued at start()
         self._load()
+
+    def _local_only(self, what: str) -> None:
+        if self.networked:
+            raise InvalidDevRequest(
+                f"{what} is not available on a dev chain with p2p: full nodes re-execute every "
+                "block from its transactions and could not follow it. Run `cairn dev` without "
+                "p2p flags to use it, or fund accounts with transactions"
+            )
 
     # ------------------------------------------------------------ ProducerHook
     def timestamp_for(self, parent_timestamp: int) -> int:
@@ -268,6 +281,7 @@ class DevChain:
     async def set_state(self, overrides: tuple[AccountOverride, ...]) -> BlockCommitted:
         """Commit `overrides` in a block of their own. Calls that arrive together (a JSON-RPC
         batch) share one block, applied in the order they arrived."""
+        self._local_only("setting state (anvil_setBalance, setCode, setNonce, setStorageAt)")
         future: asyncio.Future[BlockCommitted] = asyncio.get_running_loop().create_future()
         self._queued.append((overrides, future))
         if self._flusher is None or self._flusher.done():
@@ -313,6 +327,7 @@ class DevChain:
     async def revert(self, snapshot_id: int) -> bool:
         """Rewind to the head saved by `snapshot_id`, dropping it and every later snapshot.
         False (nothing changed) when the id is unknown or its block is no longer ours."""
+        self._local_only("evm_revert")
         raw = self._store.load_dev_snapshot(snapshot_id)
         if raw is None:
             return False
@@ -346,6 +361,7 @@ class DevChain:
 
     # ------------------------------------------------------------ impersonation
     def impersonate(self, address: Address) -> None:
+        self._local_only("impersonating an account")
         self.impersonated.add(address)
         self.save()
 
@@ -354,6 +370,8 @@ class DevChain:
         self.save()
 
     def set_auto_impersonate(self, enabled: bool) -> None:
+        if enabled:
+            self._local_only("impersonating accounts")
         self.auto_impersonate = enabled
         self.save()
 

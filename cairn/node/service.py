@@ -198,7 +198,14 @@ class Node:
             empty_blocks=consensus.empty_blocks or (self.settings.dev and block_time > 0),
         )
         if self.settings.dev:
-            dev = DevChain(self.chain, self.pool, self.applier, self.writer, config)
+            dev = DevChain(
+                self.chain,
+                self.pool,
+                self.applier,
+                self.writer,
+                config,
+                networked=self.settings.p2p is not None,
+            )
             return dev, dev.sequencer
         return None, Sequencer(self.chain, self.pool, self.applier, self.writer, config)
 
