@@ -19,10 +19,14 @@ import cairn
 from cairn.chain.apply import BlockApplier
 from cairn.chain.chain import Chain, open_store
 from cairn.chain.events import BlockCommitted, ChainEvents
+from cairn.consensus.bft.engine import BftConfig, BftEngine, ConsensusRelay, Outbox, StoredEvidence
+from cairn.consensus.bft.state import Timeouts
+from cairn.consensus.bft.wal import SignGuard, Wal
 from cairn.consensus.blocksync import BlockSync, SyncStatus
 from cairn.consensus.devchain import DevChain
 from cairn.consensus.follower import Follower
 from cairn.consensus.sequencer import ProducerConfig, Sequencer
+from cairn.errors import ConfigError
 from cairn.execution.call import CallRunner
 from cairn.execution.callworker import CallWorkers
 from cairn.execution.forks import fork_named
@@ -59,6 +63,7 @@ class NodeSettings:
     rpc: RpcConfig = field(default_factory=RpcConfig)
     producer_key: PrivateKey | None = None
     block_time: float | None = None
+    empty_blocks: bool | None = None  # None: as genesis says
     dev: bool = False
     dev_keys: dict[Address, bytes] = field(default_factory=dict)
     p2p: P2PConfig | None = None
@@ -94,22 +99,12 @@ class Node:
         self.events = ChainEvents()
         self.pool = TxPool(self.fork, genesis.chain_id, self.chain.head_view, self.store)
         self.applier = BlockApplier(self.chain, self.pool, self.events, self.writer)
+        self.consensus_out = Outbox()
         self.metrics = new_registry()
         self.dev, self.producer = self._producer()
+        self.engine = self._validator()
         self.follower = Follower(self.applier, importing=self.producer is None)
-        self.p2p = (
-            P2PLink(
-                settings.p2p,
-                self.chain,
-                self.pool,
-                self.events,
-                self.follower,
-                self.metrics,
-                producer=self.producer is not None,
-            )
-            if settings.p2p is not None
-            else None
-        )
+        self.p2p = self._p2p()
         self.sync = (
             BlockSync(self.applier, self.follower, self.p2p.service)
             if self.p2p is not None and self.producer is None
@@ -176,7 +171,7 @@ class Node:
         """This node's block producer, if it holds a producer key of a sequencer chain."""
         key = self.settings.producer_key
         consensus = self.settings.genesis.consensus
-        if key is None:
+        if key is None or consensus.mode != "sequencer":
             return None, None
         address = key.public_key.to_canonical_address()
         if address not in consensus.producers:
@@ -195,7 +190,11 @@ class Node:
             gas_limit=self.chain.head.gas_limit,
             block_time=block_time,
             # a dev chain with a block time mines empty blocks too, as Anvil does
-            empty_blocks=consensus.empty_blocks or (self.settings.dev and block_time > 0),
+            empty_blocks=(
+                self.settings.empty_blocks
+                if self.settings.empty_blocks is not None
+                else consensus.empty_blocks or (self.settings.dev and block_time > 0)
+            ),
         )
         if self.settings.dev:
             dev = DevChain(
@@ -208,6 +207,82 @@ class Node:
             )
             return dev, dev.sequencer
         return None, Sequencer(self.chain, self.pool, self.applier, self.writer, config)
+
+    def _validator(self) -> BftEngine | None:
+        """This node's consensus engine, if it holds a validator key of a validator chain."""
+        key = self.settings.producer_key
+        consensus = self.settings.genesis.consensus
+        if consensus.mode != "validators" or key is None:
+            return None
+        address = Address(key.public_key.to_canonical_address())
+        if address not in consensus.producers:
+            raise ConfigError(
+                f"validator key 0x{address.hex()} is not one of the genesis validators "
+                f"({', '.join('0x' + p.hex() for p in consensus.producers)}); start this node "
+                "without --producer.* to run it as a full node"
+            )
+        if self.settings.p2p is None:
+            raise ConfigError(
+                "a validator needs p2p to reach the other validators: give --p2p.port / --bootnodes"
+            )
+        block_time = (
+            self.settings.block_time
+            if self.settings.block_time is not None
+            else consensus.block_time
+        )
+        config = BftConfig(
+            key=key,
+            coinbase=address,
+            gas_limit=self.chain.head.gas_limit,
+            block_time=block_time,
+            empty_blocks=(
+                self.settings.empty_blocks
+                if self.settings.empty_blocks is not None
+                else consensus.empty_blocks
+            ),
+            timeouts=Timeouts(
+                propose=consensus.timeout_propose,
+                propose_delta=consensus.timeout_propose / 4,
+                vote=consensus.timeout_vote,
+                vote_delta=consensus.timeout_vote / 2,
+            ),
+        )
+        home = self.settings.datadir / "consensus"
+        return BftEngine(
+            self.applier,
+            self.pool,
+            self.writer,
+            config,
+            self.consensus_out,
+            Wal(home / "wal"),
+            SignGuard(home / "sign-state"),
+            StoredEvidence(self.store),
+        )
+
+    def _p2p(self) -> P2PLink | None:
+        settings = self.settings
+        if settings.p2p is None:
+            return None
+        validators_mode = settings.genesis.consensus.mode == "validators"
+        return P2PLink(
+            settings.p2p,
+            self.chain,
+            self.pool,
+            self.events,
+            self.follower,
+            self.metrics,
+            # every node that makes blocks announces them: a validator announces the blocks
+            # its consensus commits (full nodes take the first copy and ignore the rest)
+            producer=self.producer is not None or self.engine is not None,
+            consensus=(
+                self.engine
+                if self.engine is not None
+                else ConsensusRelay(self.chain)
+                if validators_mode
+                else None
+            ),
+            consensus_out=self.consensus_out if self.engine is not None else None,
+        )
 
     def _mirror(self) -> Mirror | None:
         """The Postgres mirror (its own thread; committed blocks only wake it)."""
@@ -230,6 +305,8 @@ class Node:
 
     @property
     def mode(self) -> str:
+        if self.engine is not None:
+            return "validator"
         return "sequencer" if self.producer is not None else "fullnode"
 
     # ------------------------------------------------------------ lifecycle
@@ -241,6 +318,8 @@ class Node:
             self.dev.start()
         elif self.producer is not None:
             self.producer.start()
+        if self.engine is not None:
+            self.engine.start()
         # Sender recovery on the second core; its worker starts in the background.
         self._background.add(asyncio.ensure_future(self.recovery.warm_up()))
         if self.p2p is not None:
@@ -279,6 +358,8 @@ class Node:
             await self.sync.stop()
         if self.producer is not None:
             await self.producer.stop()
+        if self.engine is not None:
+            await self.engine.stop()
         self.recovery.close()
         if self.mirror is not None:
             await self.mirror.stop()  # before the store closes: the mirror reads LevelDB

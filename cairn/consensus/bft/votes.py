@@ -10,9 +10,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+import msgpack
 from eth_typing import Address
 
-from cairn.consensus.bft.messages import Vote
+from cairn.consensus.bft.messages import Vote, decode_message, encode_message
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,24 @@ class Evidence:
     def describe(self) -> str:
         a, b = self.first.vote, self.second.vote
         return f"0x{self.validator.hex()} signed {a.describe()} and {b.describe()}"
+
+    def encode(self) -> bytes:
+        packed: bytes = msgpack.packb(
+            [
+                bytes(self.validator),
+                encode_message(self.first.vote),
+                encode_message(self.second.vote),
+            ]
+        )
+        return packed
+
+    @classmethod
+    def decode(cls, raw: bytes) -> Evidence:
+        validator, first, second = msgpack.unpackb(raw)
+        a, b = decode_message(first), decode_message(second)
+        if not isinstance(a, Vote) or not isinstance(b, Vote):
+            raise ValueError("evidence holds votes only")
+        return cls(SignedVote(a, Address(validator)), SignedVote(b, Address(validator)))
 
 
 @dataclass(frozen=True)
