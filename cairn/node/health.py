@@ -28,6 +28,10 @@ class PeerView(Protocol):
     def node_info(self) -> NodeSummary: ...
 
 
+class ConsensusView(Protocol):
+    def snapshot(self) -> dict[str, Any]: ...
+
+
 @dataclass(frozen=True)
 class HealthSources:
     chain: Chain
@@ -38,6 +42,7 @@ class HealthSources:
     syncing: Callable[[], SyncStatus]
     p2p: PeerView | None
     mirror: Mirror | None
+    consensus: ConsensusView | None = None
 
 
 class Health:
@@ -72,6 +77,7 @@ class Health:
             "version": self.s.version,
             "syncing": self.s.syncing(),
             "p2p": self._p2p_status(),
+            "consensus": self.s.consensus.snapshot() if self.s.consensus else None,
         }
 
     def _p2p_status(self) -> dict[str, Any] | None:

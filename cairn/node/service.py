@@ -20,6 +20,7 @@ from cairn.chain.apply import BlockApplier
 from cairn.chain.chain import Chain, open_store
 from cairn.chain.events import BlockCommitted, ChainEvents
 from cairn.consensus.bft.engine import BftConfig, BftEngine, ConsensusRelay, Outbox, StoredEvidence
+from cairn.consensus.bft.metrics import BftCollector
 from cairn.consensus.bft.state import Timeouts
 from cairn.consensus.bft.wal import SignGuard, Wal
 from cairn.consensus.blocksync import BlockSync, SyncStatus
@@ -41,6 +42,7 @@ from cairn.node.p2p_wiring import P2PLink
 from cairn.p2p.api import P2PConfig
 from cairn.rpc.admin import AdminNamespace
 from cairn.rpc.backend import Backend, RpcConfig
+from cairn.rpc.consensus import CairnNamespace
 from cairn.rpc.dispatch import Dispatcher
 from cairn.rpc.logs import LogIndex
 from cairn.rpc.methods import RpcMethods
@@ -138,7 +140,7 @@ class Node:
         )
         self.mirror = self._mirror()
         admin = [AdminNamespace(self.p2p.service, self.chain, CLIENT_VERSION)] if self.p2p else []
-        self.methods = RpcMethods(self.backend, *admin)
+        self.methods = RpcMethods(self.backend, CairnNamespace(self.chain, self.engine), *admin)
         self.dispatcher = Dispatcher(self.methods.table, rpc.batch_limit)
         self.health = Health(
             HealthSources(
@@ -150,6 +152,7 @@ class Node:
                 syncing=self.backend.syncing,
                 p2p=self.p2p.service if self.p2p else None,
                 mirror=self.mirror,
+                consensus=self.engine,
             )
         )
         self.rpc = RpcServer(
@@ -166,6 +169,8 @@ class Node:
         self._committed = [0, 0]  # blocks, transactions since start (for /metrics)
         self.events.subscribe(self._count_committed)
         self.metrics.register(NodeCollector(self))
+        if self.engine is not None:
+            self.metrics.register(BftCollector(self.engine))
 
     def _producer(self) -> tuple[DevChain | None, Sequencer | None]:
         """This node's block producer, if it holds a producer key of a sequencer chain."""

@@ -36,6 +36,7 @@ from cairn.chain.commit import Commit
 from cairn.chain.events import BlockCommitted
 from cairn.consensus.bft import state as sm
 from cairn.consensus.bft.messages import (
+    NIL,
     InvalidConsensusMessage,
     Message,
     Proposal,
@@ -246,7 +247,7 @@ class BftEngine:
         transport: ConsensusTransport,
         wal: Wal,
         guard: SignGuard,
-        evidence: EvidenceSink,
+        evidence: StoredEvidence,
     ) -> None:
         self._applier = applier
         self._chain = applier.chain
@@ -256,7 +257,8 @@ class BftEngine:
         self._transport = transport
         self._wal = wal
         self._guard = guard
-        self._evidence = evidence
+        self._evidence: EvidenceSink = evidence
+        self._evidence_store = evidence
         self.me = Address(config.key.public_key.to_canonical_address())
         self.validators = sm.Validators(self._chain.genesis.consensus.producers)
         self._chain_id = self._chain.chain_id
@@ -360,6 +362,14 @@ class BftEngine:
             self._receive(item.data, log_to_wal=True)
         elif isinstance(item, _Timeout):
             if item.height == state.height:
+                if (
+                    item.kind == sm.TimeoutKind.PROPOSE
+                    and item.round == state.round
+                    and item.round not in state.proposals
+                ):
+                    proposer = "0x" + self.validators.proposer(item.height, item.round).hex()
+                    missed = self.status.missed_proposals
+                    missed[proposer] = missed.get(proposer, 0) + 1
                 self._wal.append(
                     RecordKind.TIMEOUT, [int(item.kind), item.height, item.round], sync=False
                 )
@@ -752,6 +762,29 @@ class BftEngine:
     def height(self) -> int:
         return self._state.height if self._state is not None else 0
 
+    def snapshot(self) -> dict[str, Any]:
+        """What RPC (cairn_consensusStatus), /status and health show."""
+        status = self.status
+        return {
+            "validator": "0x" + self.me.hex(),
+            "validators": ["0x" + a.hex() for a in self.validators.addresses],
+            "height": status.height,
+            "round": status.round,
+            "step": status.step,
+            "proposer": "0x" + self.validators.proposer(status.height, status.round).hex(),
+            "lastCommitAt": status.last_commit_at,
+            "roundsLastHeight": status.rounds_last_height,
+            "votesReceived": status.votes_received,
+            "proposalsMade": status.proposals_made,
+            "missedProposals": dict(status.missed_proposals),
+            "equivocations": status.equivocations,
+            "stalled": status.stalled,
+        }
+
+    def evidence(self) -> list[dict[str, Any]]:
+        """The equivocation evidence this validator kept, oldest height first."""
+        return [_evidence_json(e) for e in self._evidence_store.load()]
+
     def _update_status(self) -> None:
         state = self._state
         if state is None:
@@ -761,3 +794,20 @@ class BftEngine:
             status.stalled = 0
         status.height, status.round = state.height, state.round
         status.step = state.step.name.lower() if self._started else "waiting"
+
+
+def _evidence_json(evidence: Evidence) -> dict[str, Any]:
+    def vote(v: Vote) -> dict[str, Any]:
+        return {
+            "blockHash": "0x" + v.block_hash.hex() if v.block_hash != NIL else None,
+            "signature": "0x" + v.signature.hex(),
+        }
+
+    first = evidence.first.vote
+    return {
+        "validator": "0x" + evidence.validator.hex(),
+        "height": first.height,
+        "round": first.round,
+        "kind": first.kind.name.lower(),
+        "votes": [vote(first), vote(evidence.second.vote)],
+    }
