@@ -14,6 +14,7 @@ import pytest
 from eth_account import Account
 from web3 import HTTPProvider, Web3
 
+from tests.e2e import test_web3_dev as web3_flows
 from tests.support.chain import DEAD, KEYS
 from tests.support.net import head
 from tests.support.validator_net import KEYS as VALIDATOR_KEYS
@@ -84,6 +85,13 @@ def test_web3_transfers_through_the_full_node_are_final_everywhere(net: Validato
         assert isinstance(receipt, dict) and receipt["blockHash"] == "0x" + bytes(
             receipts[-1]["blockHash"]
         ).hex().removeprefix("0x")
+
+
+def test_the_web3_flows_of_the_single_node_tests_pass_unchanged(net: ValidatorNet) -> None:
+    """tests/e2e/test_web3_dev.py's transfer and ERC-20 (solc-compiled) flows, as they are,
+    against the validator network's full node."""
+    web3_flows.test_transfer_with_web3(net.fullnodes[0])
+    web3_flows.test_erc20_with_web3_and_solc(net.fullnodes[0])
 
 
 def test_one_validator_killed_blocks_go_on_and_it_catches_up(net: ValidatorNet) -> None:
