@@ -209,6 +209,9 @@ def _settings(
         mirror_url=opts["mirror_url"],
         dev=dev,
         empty_blocks=True if opts["empty_blocks"] else None,
+        health_max_head_age=opts["health_max_head_age"],
+        health_min_peers=opts["health_min_peers"],
+        health_max_blocks_behind=opts["health_max_blocks_behind"],
         **extra,
     )
 

@@ -74,6 +74,26 @@ OPTIONS: tuple[Option, ...] = (
         metavar="URL",
         env_aliases=("DATABASE_URL",),
     ),
+    Option(
+        "health.max-head-age",
+        float,
+        None,
+        "seconds after which an old head makes the node unhealthy (default: 3 block times"
+        " + 10 s when the chain ticks on its own, else off)",
+    ),
+    Option(
+        "health.min-peers",
+        int,
+        None,
+        "peers below which the node is not ready (default: 1 for full nodes and validators,"
+        " 0 for a sequencer)",
+    ),
+    Option(
+        "health.max-blocks-behind",
+        int,
+        2,
+        "blocks behind the best peer a node may be and still be ready",
+    ),
     Option("log.level", str, "info", "debug, info, warning or error"),
     Option("log.format", str, "text", "text or json"),
     Option(

@@ -35,7 +35,7 @@ from cairn.genesis.model import Genesis
 from cairn.mirror.metrics import MirrorCollector
 from cairn.mirror.service import Mirror, MirrorConfig, NodeInfo
 from cairn.mirror.source import ChainSource
-from cairn.node.health import Health, HealthSources
+from cairn.node.health import Health, HealthPolicy, HealthSources
 from cairn.node.heap import settle_after_start
 from cairn.node.metrics import NodeCollector, metrics_handler, new_registry
 from cairn.node.p2p_wiring import P2PLink
@@ -70,6 +70,10 @@ class NodeSettings:
     dev_keys: dict[Address, bytes] = field(default_factory=dict)
     p2p: P2PConfig | None = None
     mirror_url: str | None = None
+    # health thresholds (--health.*); None: from what the node is
+    health_max_head_age: float | None = None
+    health_min_peers: int | None = None
+    health_max_blocks_behind: int = 2
 
 
 def _not_syncing() -> SyncStatus:
@@ -153,6 +157,7 @@ class Node:
                 p2p=self.p2p.service if self.p2p else None,
                 mirror=self.mirror,
                 consensus=self.engine,
+                policy=self._health_policy(),
             )
         )
         self.rpc = RpcServer(
@@ -310,9 +315,44 @@ class Node:
 
     @property
     def mode(self) -> str:
+        if self.dev is not None:
+            return "dev"
         if self.engine is not None:
             return "validator"
         return "sequencer" if self.producer is not None else "fullnode"
+
+    def expected_interval(self) -> float | None:
+        """Seconds between blocks when this chain is meant to tick on its own (a block time
+        with empty blocks); None when blocks come only with transactions."""
+        if self.producer is not None:
+            config = self.producer.config
+            return config.block_time if config.block_time > 0 and config.empty_blocks else None
+        if self.engine is not None:
+            bft = self.engine.config
+            return max(bft.block_time, 1.0) if bft.empty_blocks else None
+        consensus = self.settings.genesis.consensus
+        if not consensus.empty_blocks:
+            return None
+        if consensus.mode == "validators":
+            return max(consensus.block_time, 1.0)
+        return consensus.block_time if consensus.block_time > 0 else None
+
+    def _health_policy(self) -> HealthPolicy:
+        settings = self.settings
+        interval = self.expected_interval()
+        max_age = settings.health_max_head_age
+        if max_age is None and interval is not None:
+            max_age = 3 * interval + 10  # three missed blocks and slack for a slow one
+        min_peers = settings.health_min_peers
+        if min_peers is None:
+            # a full node or validator without peers cannot be up to date; a lone
+            # sequencer or dev chain makes its own blocks
+            min_peers = 1 if self.p2p is not None and self.producer is None else 0
+        return HealthPolicy(
+            max_head_age=max_age,
+            min_peers=min_peers,
+            max_blocks_behind=settings.health_max_blocks_behind,
+        )
 
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -336,6 +376,7 @@ class Node:
         if self.mirror is not None:
             self.mirror.start()
         self.methods.start()
+        self.health.loop.start()
         await self.rpc.start()
         head = self.chain.head
         log.info(
@@ -356,6 +397,7 @@ class Node:
         self._stopped = True
         log.info("shutting down: stopping RPC intake")
         await self.rpc.stop()
+        await self.health.loop.stop()
         await self.methods.stop()
         if self.p2p is not None:
             await self.p2p.stop()

@@ -75,3 +75,15 @@ class NodeSummary:
     port: int
     banned: tuple[str, ...] = ()
     stats: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class P2PState:
+    """Whether the p2p thread is serving, for health endpoints: `status` is "running",
+    "restarting", "failed" or "stopped"; `since` is wall-clock time, `reason` what ended
+    it last."""
+
+    status: str
+    since: float
+    reason: str = ""
+    restarts: int = 0

@@ -8,11 +8,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 
 from prometheus_client import CollectorRegistry
 
 from cairn.errors import CairnError, ConfigError
-from cairn.p2p.api import ChainView, GossipHandlers, NodeSummary, P2PConfig, PeerSummary
+from cairn.p2p.api import (
+    ChainView,
+    GossipHandlers,
+    NodeSummary,
+    P2PConfig,
+    P2PState,
+    PeerSummary,
+)
 from cairn.p2p.bridge import BridgeClosed, TrioThread
 from cairn.p2p.host import Network, _fault_kind
 from cairn.p2p.metrics import P2PMetrics
@@ -34,6 +42,7 @@ class P2PService:
         self.thread = TrioThread()
         self.metrics = P2PMetrics(registry)
         self.network = Network(config, chain, handlers, self.thread, self.metrics)
+        self._started_at = time.time()
 
     @property
     def peer_id(self) -> str:
@@ -83,6 +92,13 @@ class P2PService:
     # ------------------------------------------------------------ sync (BlockSource)
     def is_running(self) -> bool:
         return self.thread.running
+
+    def state(self) -> P2PState:
+        """running or stopped, and why it stopped (for health)."""
+        if self.thread.running:
+            return P2PState("running", self._started_at)
+        failure = self.thread.failure
+        return P2PState("stopped", self._started_at, str(failure) if failure else "")
 
     def best_head(self) -> int:
         return max((p.head for p in self.network.peer_snapshot), default=0)
