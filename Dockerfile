@@ -43,7 +43,9 @@ COPY pyproject.toml README.md ./
 COPY cairn ./cairn
 COPY deploy ./deploy
 # no build isolation: setuptools is in the layer above, so this step needs no network
-RUN pip install --no-deps --no-build-isolation --no-cache-dir . && python3 -m compileall -q /opt/cairn/lib
+RUN pip install --no-deps --no-build-isolation --no-cache-dir . \
+    && python3 -m compileall -q /opt/cairn/lib \
+    && pip uninstall -y -q setuptools wheel pip
 
 FROM base
 RUN groupadd --system --gid 10001 cairn \
@@ -51,7 +53,7 @@ RUN groupadd --system --gid 10001 cairn \
        --shell /usr/sbin/nologin cairn \
     && install -d -o cairn -g cairn -m 0750 /data
 COPY --from=build /opt/cairn /opt/cairn
-COPY deploy/docker/healthcheck.py /usr/local/bin/cairn-healthcheck
+COPY --chmod=0755 deploy/docker/healthcheck.py /usr/local/bin/cairn-healthcheck
 ENV PATH=/opt/cairn/bin:$PATH
 USER 10001:10001
 WORKDIR /data
