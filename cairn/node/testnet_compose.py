@@ -197,7 +197,7 @@ def _node_healthcheck() -> dict[str, Any]:
     return {
         "test": ["CMD", "cairn-healthcheck"],
         "interval": "3s",
-        "timeout": "3s",
+        "timeout": "5s",
         "retries": 5,
         "start_period": "60s",
     }
@@ -217,6 +217,7 @@ def compose(plan: DockerPlan, *, postgres: bool) -> dict[str, Any]:
             "entrypoint": ["/bin/sh", "/testnet/docker/setup-volumes.sh"],
             "network_mode": "none",
             "restart": "no",
+            "healthcheck": {"disable": True},  # the image's check is for a running node
             "volumes": [
                 "./:/testnet:ro",
                 *[f"{n.name}-data:/volumes/{n.name}" for n in plan.nodes],

@@ -27,11 +27,13 @@ COMPOSE_FILE = "docker-compose.yml"
 PROFILES = ("observability", "explorer")
 
 
-def _run(argv: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+def _run(argv: list[str]) -> subprocess.CompletedProcess[str]:
     try:
-        return subprocess.run(argv, capture_output=True, text=True, check=False, **kwargs)  # type: ignore[call-overload, no-any-return]
+        return subprocess.run(argv, capture_output=True, text=True, check=False, timeout=120)
     except OSError as exc:
         raise ConfigError(f"cannot run {argv[0]}: {exc.strerror}") from exc
+    except subprocess.TimeoutExpired as exc:
+        raise ConfigError(f"`{' '.join(argv)}` did not finish within 120 s") from exc
 
 
 def _docker_candidates() -> list[str]:
@@ -257,7 +259,8 @@ def up(directory: str, profiles: list[str], timeout: float, build: bool) -> int:
     states = wait_healthy(project, timeout)
     print(f"{len(states)} containers up and healthy in {time.monotonic() - started:.1f}s:")
     for state in states:
-        print(f"  {state.service:<20} {state.health or state.status}")
+        shown = f"exited {state.exit_code}" if state.status == "exited" else state.health
+        print(f"  {state.service:<20} {shown or state.status}")
     print("\n".join(endpoints(root, profiles)))
     print(f"stop: cairn testnet down --dir {root}   (add --volumes to delete the chain)")
     return 0
