@@ -218,6 +218,7 @@ def compose(plan: DockerPlan, *, postgres: bool) -> dict[str, Any]:
             "network_mode": "none",
             "restart": "no",
             "healthcheck": {"disable": True},  # the image's check is for a running node
+            "tmpfs": ["/data"],  # else the image's VOLUME /data leaves an anonymous volume
             "volumes": [
                 "./:/testnet:ro",
                 *[f"{n.name}-data:/volumes/{n.name}" for n in plan.nodes],

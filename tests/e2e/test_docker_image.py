@@ -13,7 +13,7 @@ import pytest
 from web3 import Web3
 
 from tests.support.chain import KEYS
-from tests.support.docker import docker, free_ports, node_image, require_docker
+from tests.support.docker import docker, free_ports, images, require_docker
 from tests.support.wait import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -23,7 +23,8 @@ RECIPIENT = Web3.to_checksum_address("0x70997970C51812dc3A010C7d01b50e0d17dc79C8
 @pytest.fixture(scope="module")
 def image() -> str:
     require_docker()
-    return node_image()
+    node, _ = images()
+    return node
 
 
 @pytest.fixture

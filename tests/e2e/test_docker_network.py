@@ -28,9 +28,8 @@ from tests.support.chain import KEYS, transfer
 from tests.support.docker import (
     compose,
     docker,
+    images,
     localize_env,
-    node_image,
-    postgres_image,
     require_docker,
 )
 from tests.support.proc import run_cli
@@ -44,11 +43,11 @@ PER_SENDER = 50  # 500 transfers
 @pytest.fixture(scope="module")
 def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict[str, str]]]:
     require_docker()
-    node_image()
+    _, postgres = images()
     root = tmp_path_factory.mktemp("docker") / "net"
     done = run_cli("testnet", "init", "--sequencer", "--fullnodes", "2", "--dir", str(root))
     assert done.returncode == 0, done.stderr
-    env = localize_env(root, CAIRN_POSTGRES_IMAGE=postgres_image())
+    env = localize_env(root, CAIRN_POSTGRES_IMAGE=postgres)
     try:
         yield root, env
     finally:
@@ -224,6 +223,9 @@ def test_compose_network_end_to_end(network: tuple[Path, dict[str, str]]) -> Non
     down = run_cli("testnet", "down", "--dir", str(root), timeout=180)
     assert down.returncode == 0, down.stdout + down.stderr
     assert compose(root, "ps", "-q").stdout.strip() == ""
+    project = env["COMPOSE_PROJECT_NAME"]
+    kept = docker("volume", "ls", "-q", "--filter", f"label=com.docker.compose.project={project}")
+    assert {f"{project}_{n}-data" for n in urls} <= set(kept.stdout.split())
     _up(root)
     after = _heads(urls)
     assert after == before, (before, after)

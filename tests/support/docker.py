@@ -14,6 +14,7 @@ import re
 import socket
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -82,6 +83,15 @@ def postgres_image() -> str:
     argv = [*builder.argv, "-f", str(folder / "postgres-debian.Dockerfile")]
     _build([*argv, "-t", POSTGRES_STANDIN, str(folder)], builder.env, f"build {POSTGRES_STANDIN}")
     return POSTGRES_STANDIN
+
+
+@functools.cache
+def images() -> tuple[str, str]:
+    """Both images, built side by side (their downloads overlap): node, Postgres stand-in."""
+    with ThreadPoolExecutor(2) as pool:
+        node = pool.submit(node_image)
+        postgres = pool.submit(postgres_image)
+        return node.result(), postgres.result()
 
 
 def free_ports(count: int) -> list[int]:
