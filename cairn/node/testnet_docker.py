@@ -94,19 +94,25 @@ def image_exists(tag: str) -> bool:
     return _run([docker_cli(), "image", "inspect", tag]).returncode == 0
 
 
+def pip_cert_secret() -> list[str]:
+    """`--secret` handing pip this machine's CA bundle ($PIP_CERT, else $SSL_CERT_FILE), for
+    networks where HTTPS to PyPI passes a proxy with its own CA; nothing when neither is set."""
+    for variable in ("PIP_CERT", "SSL_CERT_FILE"):
+        cert = os.environ.get(variable)
+        if cert and Path(cert).is_file():
+            return ["--secret", f"id=pip_cert,src={cert}"]
+    return []
+
+
 def build_image(tag: str, context: Path) -> None:
-    """docker build of `context` (a Cairn checkout); pip's CA bundle ($PIP_CERT) as a secret."""
+    """docker build of `context` (a Cairn checkout), with `pip_cert_secret()`."""
     if not (context / "Dockerfile").is_file():
         raise ConfigError(
             f"image {tag} is missing and {context} holds no Dockerfile: build it from a Cairn "
             f"checkout (docker build -t {tag} .) or set CAIRN_IMAGE in the testnet's .env"
         )
     builder = buildkit_builder()
-    argv = [*builder.argv, "-t", tag]
-    cert = os.environ.get("PIP_CERT")
-    if cert and Path(cert).is_file():
-        argv += ["--secret", f"id=pip_cert,src={cert}"]
-    argv.append(str(context))
+    argv = [*builder.argv, "-t", tag, *pip_cert_secret(), str(context)]
     print(f"building {tag} from {context} ...", flush=True)
     done = subprocess.run(argv, env={**os.environ, **builder.env}, check=False)
     if done.returncode != 0:

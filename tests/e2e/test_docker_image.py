@@ -23,8 +23,7 @@ RECIPIENT = Web3.to_checksum_address("0x70997970C51812dc3A010C7d01b50e0d17dc79C8
 @pytest.fixture(scope="module")
 def image() -> str:
     require_docker()
-    node, _ = images()
-    return node
+    return images()["CAIRN_IMAGE"]
 
 
 @pytest.fixture

@@ -6,17 +6,22 @@ to free ones, and Postgres from the Debian stand-in image since no registry is r
   chain of every node and in the Postgres mirror; a web3.py WebSocket `newHeads`
   subscription on 8546 receives the blocks that carry them;
 - `docker kill` of a full node, more transfers, `compose up` again: it catches up;
-- `cairn testnet down` then `up --docker`: the volumes kept the chain and it continues.
+- `cairn testnet down` then `up --docker`: the volumes kept the chain and it continues;
+- the compose Prometheus (profile `observability`, from a Debian stand-in image) scrapes
+  every node by its service name and loads the alert rules.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import threading
+import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -43,11 +48,11 @@ PER_SENDER = 50  # 500 transfers
 @pytest.fixture(scope="module")
 def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict[str, str]]]:
     require_docker()
-    _, postgres = images()
+    built = images()
     root = tmp_path_factory.mktemp("docker") / "net"
     done = run_cli("testnet", "init", "--sequencer", "--fullnodes", "2", "--dir", str(root))
     assert done.returncode == 0, done.stderr
-    env = localize_env(root, CAIRN_POSTGRES_IMAGE=postgres)
+    env = localize_env(root, **built)
     try:
         yield root, env
     finally:
@@ -240,3 +245,31 @@ def test_compose_network_end_to_end(network: tuple[Path, dict[str, str]]) -> Non
         interval=1,
         message="the mirror to follow after the restart",
     )
+
+    # the observability profile's Prometheus, as written: every node scraped, every rule loaded
+    started = compose(root, "--profile", "observability", "up", "-d", "prometheus")
+    assert started.returncode == 0, started.stderr
+    prometheus = f"http://127.0.0.1:{env['CAIRN_PROMETHEUS_PORT']}/api/v1"
+
+    def scraped() -> dict[str, str]:
+        targets = _api(prometheus + "/targets")["activeTargets"]
+        health = {t["labels"]["node"]: t["health"] for t in targets}
+        return health if set(health.values()) == {"up"} else {}
+
+    health = wait_until(scraped, timeout=90, interval=1, message="Prometheus scraping nodes")
+    assert set(health) == set(urls)
+
+    def evaluated() -> dict[str, str]:
+        groups = _api(prometheus + "/rules")["groups"]
+        rules = {r["name"]: r["health"] for g in groups for r in g["rules"]}
+        return rules if set(rules.values()) == {"ok"} else {}
+
+    rules = wait_until(evaluated, timeout=60, interval=1, message="every rule evaluated")
+    assert len(rules) == 9, rules
+    lag = _api(prometheus + '/query?query=cairn_mirror_lag_blocks{node="fullnode-1"}')
+    assert lag["result"], "fullnode-1's mirror metrics in Prometheus"
+
+
+def _api(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=10) as answer:
+        return json.loads(answer.read())["data"]

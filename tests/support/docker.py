@@ -25,6 +25,7 @@ from cairn.node.testnet_compose import image_tag
 from tests.support.proc import REPO
 
 POSTGRES_STANDIN = "cairn-postgres:15-bookworm"
+PROMETHEUS_STANDIN = "cairn-prometheus:2-bookworm"
 BASE_IMAGE = "debian:bookworm-slim"
 
 
@@ -67,31 +68,33 @@ def _build(argv: list[str], env: dict[str, str], what: str) -> float:
 def node_image() -> str:
     """The node image of this checkout, tagged as `cairn testnet init` expects it."""
     builder = testnet_docker.buildkit_builder()
-    argv = [*builder.argv, "-t", image_tag()]
-    cert = os.environ.get("PIP_CERT")
-    if cert and Path(cert).is_file():
-        argv += ["--secret", f"id=pip_cert,src={cert}"]
-    _build([*argv, str(REPO)], builder.env, f"build {image_tag()}")
+    argv = [*builder.argv, "-t", image_tag(), *testnet_docker.pip_cert_secret(), str(REPO)]
+    _build(argv, builder.env, f"build {image_tag()}")
     return image_tag()
 
 
-@functools.cache
-def postgres_image() -> str:
-    """Postgres from Debian's package, with the official image's env interface."""
+def _standin(dockerfile: str, tag: str) -> str:
+    """An image from Debian's packages with the official one's interface (deploy/docker)."""
     builder = testnet_docker.buildkit_builder()
     folder = REPO / "deploy" / "docker"
-    argv = [*builder.argv, "-f", str(folder / "postgres-debian.Dockerfile")]
-    _build([*argv, "-t", POSTGRES_STANDIN, str(folder)], builder.env, f"build {POSTGRES_STANDIN}")
-    return POSTGRES_STANDIN
+    argv = [*builder.argv, "-f", str(folder / dockerfile), "-t", tag, str(folder)]
+    _build(argv, builder.env, f"build {tag}")
+    return tag
 
 
 @functools.cache
-def images() -> tuple[str, str]:
-    """Both images, built side by side (their downloads overlap): node, Postgres stand-in."""
-    with ThreadPoolExecutor(2) as pool:
+def images() -> dict[str, str]:
+    """The node image and the Postgres and Prometheus stand-ins, built side by side (their
+    downloads overlap), as the .env settings that select them."""
+    with ThreadPoolExecutor(3) as pool:
         node = pool.submit(node_image)
-        postgres = pool.submit(postgres_image)
-        return node.result(), postgres.result()
+        postgres = pool.submit(_standin, "postgres-debian.Dockerfile", POSTGRES_STANDIN)
+        prometheus = pool.submit(_standin, "prometheus-debian.Dockerfile", PROMETHEUS_STANDIN)
+        return {
+            "CAIRN_IMAGE": node.result(),
+            "CAIRN_POSTGRES_IMAGE": postgres.result(),
+            "CAIRN_PROMETHEUS_IMAGE": prometheus.result(),
+        }
 
 
 def free_ports(count: int) -> list[int]:
