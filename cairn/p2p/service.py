@@ -81,6 +81,9 @@ class P2PService:
             log.debug("p2p stopped: not gossiping a %s message", kind)
 
     # ------------------------------------------------------------ sync (BlockSource)
+    def is_running(self) -> bool:
+        return self.thread.running
+
     def best_head(self) -> int:
         return max((p.head for p in self.network.peer_snapshot), default=0)
 
