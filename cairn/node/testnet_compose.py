@@ -640,3 +640,10 @@ def write_docker_files(root: Path, plan: DockerPlan, *, mirror: bool, fullnodes:
     os.chmod(env, 0o600)
     write_observability(root, plan)
     write_kubernetes(root, plan, fullnodes=fullnodes)
+    # Containers read these through bind mounts as their own users (the node as uid 10001,
+    # Prometheus as nobody, Grafana as 472): readable by all, whatever the umask was.
+    shared = [root / "genesis.json", root / "docker-compose.yml"]
+    shared += [root / n.name / "config.docker.toml" for n in plan.nodes]
+    shared += list((root / "observability").rglob("*"))
+    for path in shared:
+        os.chmod(path, 0o755 if path.is_dir() else 0o644)
