@@ -1,10 +1,11 @@
-"""`cairn testnet init` and `cairn testnet up --local`: a sequencer and N full nodes.
+"""`cairn testnet init`, `up --local|--docker` and `down`: a sequencer and N full nodes.
 
 `init` writes, under one directory: genesis.json (sequencer mode, the dev accounts funded),
 the sequencer's keystore and password file, every node's p2p key (so bootnode addresses are
-known in advance), per-node config TOML for local processes and for Docker, a
-docker-compose.yml (nodes, plus optional postgres/prometheus/grafana profiles), a
-prometheus.yml and testnet.json (the manifest `up` reads).
+known in advance), per-node config TOML for local processes, testnet.json (the manifest `up`
+reads), and through `testnet_compose` the Docker and Kubernetes files (compose file, .env,
+container configs, Prometheus rules, Grafana provisioning, k8s manifests). `up --docker` and
+`down` are in `testnet_docker`.
 
 `up --local` runs that network as processes on loopback, prints a refreshing view of heads
 and peers, and stops every process it started on Ctrl-C or SIGTERM.
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -33,13 +35,12 @@ from cairn.errors import ConfigError
 from cairn.genesis.dev import DEV_BALANCE, dev_accounts
 from cairn.genesis.model import AllocAccount, ConsensusParams, Genesis
 from cairn.genesis.parse import genesis_to_json
+from cairn.node import testnet_docker
 from cairn.node.keys import save_keystore
+from cairn.node.testnet_compose import DockerNode, DockerPlan, write_docker_files
 from cairn.p2p.identity import peer_id_of, write_nodekey
 
 MANIFEST = "testnet.json"
-COMPOSE_SUBNET = "172.28.0"  # docker network of the compose file; nodes get .10, .11, ...
-CONTAINER_P2P_PORT = 30333
-CONTAINER_HTTP_PORT = 8545
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,7 @@ def cmd_testnet_init(args: argparse.Namespace) -> int:
     genesis = _genesis(args.chain_id, producer, args.block_time)
     (root / "genesis.json").write_text(json.dumps(genesis_to_json(genesis), indent=2) + "\n")
 
+    subnet = _subnet_prefix(args.subnet)  # compose network; nodes get .10, .11, ...
     names = ["sequencer"] + [f"fullnode-{i}" for i in range(1, args.fullnodes + 1)]
     plans = []
     for index, name in enumerate(names):
@@ -107,7 +109,7 @@ def cmd_testnet_init(args: argparse.Namespace) -> int:
                 peer_id=peer_id_of(seed),
                 p2p_port=args.p2p_port + index,
                 http_port=args.http_port + index,
-                compose_ip=f"{COMPOSE_SUBNET}.{10 + index}",
+                compose_ip=f"{subnet}.{10 + index}",
             )
         )
     seq = plans[0]
@@ -118,7 +120,6 @@ def cmd_testnet_init(args: argparse.Namespace) -> int:
     keystore = save_keystore(seq_dir / "keystore", PrivateKey(producer), password)
 
     local_boot = f"/ip4/127.0.0.1/tcp/{seq.p2p_port}/p2p/{seq.peer_id}"
-    docker_boot = f"/ip4/{seq.compose_ip}/tcp/{CONTAINER_P2P_PORT}/p2p/{seq.peer_id}"
     for plan in plans:
         node_dir = root / plan.name
         local: dict[str, Any] = {
@@ -130,29 +131,14 @@ def cmd_testnet_init(args: argparse.Namespace) -> int:
             "p2p.addr": "127.0.0.1",
             "p2p.port": plan.p2p_port,
         }
-        docker: dict[str, Any] = {
-            "datadir": "/data",
-            "genesis": "/testnet/genesis.json",
-            "http.addr": "0.0.0.0",
-            "http.port": CONTAINER_HTTP_PORT,
-            "ws.port": 0,
-            "p2p.addr": "0.0.0.0",
-            "p2p.port": CONTAINER_P2P_PORT,
-            "p2p.mdns": True,
-        }
         if plan.mode == "sequencer":
             local["producer.keystore"] = str(keystore)
             local["producer.password"] = str(node_dir / "password.txt")
-            docker["producer.keystore"] = f"/data/keystore/{keystore.name}"
-            docker["producer.password"] = "/data/password.txt"
         else:
             local["bootnodes"] = local_boot
-            docker["bootnodes"] = docker_boot
         _write_toml(node_dir / "config.toml", local)
-        _write_toml(node_dir / "config.docker.toml", docker)
-
-    (root / "docker-compose.yml").write_text(_compose(plans))
-    (root / "prometheus.yml").write_text(_prometheus(plans))
+    docker_plan = _docker_plan(args, root, plans, keystore.name)
+    write_docker_files(root, docker_plan, mirror=not args.no_mirror, fullnodes=args.fullnodes)
     manifest = {
         "chainId": args.chain_id,
         "producer": to_checksum_address(PrivateKey(producer).public_key.to_canonical_address()),
@@ -174,81 +160,43 @@ def cmd_testnet_init(args: argparse.Namespace) -> int:
     for p in plans:
         print(f"  {p.name:<12} rpc http://127.0.0.1:{p.http_port}  p2p {p.p2p_port}  {p.peer_id}")
     print(f"run it here:    cairn testnet up --local --dir {root}")
-    print(f"or with Docker: docker compose -f {root / 'docker-compose.yml'} up")
+    print(f"or with Docker: cairn testnet up --docker --dir {root}")
     return 0
 
 
-def _compose(plans: list[NodePlan]) -> str:
-    lines = [
-        "# Written by `cairn testnet init`. Build the image first: docker build -t cairn-node .",
-        "# Optional services: --profile mirror (postgres), --profile observability",
-        "# (prometheus + grafana).",
-        "name: cairn-testnet",
-        "services:",
-    ]
-    for index, plan in enumerate(plans):
-        lines += [
-            f"  {plan.name}:",
-            "    image: ${CAIRN_IMAGE:-cairn-node:latest}",
-            '    command: ["run", "--config", "/data/config.docker.toml"]',
-            "    volumes:",
-            f"      - ./{plan.name}:/data",
-            "      - ./genesis.json:/testnet/genesis.json:ro",
-            "    ports:",
-            f'      - "{8545 + index}:{CONTAINER_HTTP_PORT}"',
-            "    networks:",
-            "      cairn:",
-            f"        ipv4_address: {plan.compose_ip}",
-            "    restart: unless-stopped",
-        ]
-        if plan.mode != "sequencer":
-            lines += ["    depends_on:", "      - sequencer"]
-    lines += [
-        "  postgres:",
-        "    image: postgres:16",
-        "    profiles: [mirror]",
-        "    environment:",
-        "      POSTGRES_USER: cairn",
-        "      POSTGRES_PASSWORD: cairn",
-        "      POSTGRES_DB: cairn",
-        "    volumes:",
-        "      - postgres-data:/var/lib/postgresql/data",
-        "    networks: [cairn]",
-        "  prometheus:",
-        "    image: prom/prometheus:latest",
-        "    profiles: [observability]",
-        "    volumes:",
-        "      - ./prometheus.yml:/etc/prometheus/prometheus.yml:ro",
-        "    ports:",
-        '      - "9090:9090"',
-        "    networks: [cairn]",
-        "  grafana:",
-        "    image: grafana/grafana:latest",
-        "    profiles: [observability]",
-        "    ports:",
-        '      - "3000:3000"',
-        "    depends_on: [prometheus]",
-        "    networks: [cairn]",
-        "networks:",
-        "  cairn:",
-        "    ipam:",
-        "      config:",
-        f"        - subnet: {COMPOSE_SUBNET}.0/24",
-        "volumes:",
-        "  postgres-data: {}",
-    ]
-    return "\n".join(lines) + "\n"
-
-
-def _prometheus(plans: list[NodePlan]) -> str:
-    targets = ", ".join(f'"{p.name}:{CONTAINER_HTTP_PORT}"' for p in plans)
-    return (
-        "# Written by `cairn testnet init`: scrapes every node's /metrics.\n"
-        "global:\n  scrape_interval: 5s\n"
-        "scrape_configs:\n"
-        "  - job_name: cairn\n"
-        f"    static_configs:\n      - targets: [{targets}]\n"
+def _docker_plan(
+    args: argparse.Namespace, root: Path, plans: list[NodePlan], keystore: str
+) -> DockerPlan:
+    nodes = tuple(
+        DockerNode(
+            name=p.name,
+            role=p.mode,
+            ip=p.compose_ip,
+            peer_id=p.peer_id,
+            keystore=keystore if p.mode == "sequencer" else None,
+        )
+        for p in plans
     )
+    # users talk to the first full node (the producer stays off the public path); it also
+    # carries the mirror and is the explorer's RPC
+    rpc = next((n.name for n in nodes if n.role == "fullnode"), nodes[0].name)
+    project = "cairn-" + (re.sub(r"[^a-z0-9_-]+", "-", root.name.lower()).strip("-") or "net")
+    return DockerPlan(
+        project=project,
+        chain_id=args.chain_id,
+        block_time=args.block_time,
+        subnet=_subnet_prefix(args.subnet),
+        nodes=nodes,
+        rpc_node=rpc,
+        mirror_node=None if args.no_mirror else rpc,
+    )
+
+
+def _subnet_prefix(subnet: str) -> str:
+    match = re.fullmatch(r"(\d{1,3}\.\d{1,3}\.\d{1,3})\.0/24", subnet)
+    if match is None:
+        raise ConfigError(f"--subnet {subnet!r}: give a /24 such as 172.28.0.0/24")
+    return match.group(1)
 
 
 # ---------------------------------------------------------------- up --local
@@ -279,11 +227,10 @@ def _row(node: dict[str, Any], proc: subprocess.Popen[bytes]) -> str:
 
 
 def cmd_testnet_up(args: argparse.Namespace) -> int:
-    if not args.local:
-        raise ConfigError(
-            "only --local is supported here (no Docker engine); for Docker use "
-            "`docker compose up` in the testnet directory"
-        )
+    if args.local == args.docker:
+        raise ConfigError("say where the network runs: --local (processes) or --docker")
+    if args.docker:
+        return testnet_docker.up(args.dir, args.profile, args.timeout, args.build)
     root = Path(args.dir).expanduser().resolve()
     try:
         manifest = json.loads((root / MANIFEST).read_text())
@@ -353,10 +300,36 @@ def add_commands(subparsers: Any) -> None:
     init.add_argument("--p2p-port", type=int, default=30333, help="first local p2p port")
     init.add_argument("--http-port", type=int, default=8545, help="first local RPC port")
     init.add_argument("--force", action="store_true", help="overwrite an existing testnet")
+    init.add_argument(
+        "--subnet", default="172.28.0.0/24", help="compose network, a /24 (default 172.28.0.0/24)"
+    )
+    init.add_argument(
+        "--no-mirror", action="store_true", help="no Postgres mirror in the compose file"
+    )
     init.set_defaults(func=cmd_testnet_init)
     up = sub.add_parser("up", help="run the testnet of --dir")
     up.add_argument("--local", action="store_true", help="as processes on this machine")
     up.add_argument("--dir", default="testnet")
     up.add_argument("--interval", type=float, default=2.0, help="status refresh (seconds)")
     up.add_argument("--duration", type=float, default=0.0, help="stop after N seconds (0: never)")
+    up.add_argument("--docker", action="store_true", help="with docker compose")
+    up.add_argument(
+        "--profile",
+        action="append",
+        default=[],
+        choices=testnet_docker.PROFILES,
+        help="--docker: also start Prometheus + Grafana or Blockscout (repeatable)",
+    )
+    up.add_argument(
+        "--timeout", type=float, default=300.0, help="--docker: seconds to wait for health"
+    )
+    up.add_argument(
+        "--build", action="store_true", help="--docker: rebuild the image even if it exists"
+    )
     up.set_defaults(func=cmd_testnet_up)
+    down = sub.add_parser("down", help="stop and remove the Docker containers of --dir")
+    down.add_argument("--dir", default="testnet")
+    down.add_argument(
+        "--volumes", action="store_true", help="also delete the volumes (every node's chain)"
+    )
+    down.set_defaults(func=lambda args: testnet_docker.down(args.dir, args.volumes))

@@ -69,8 +69,13 @@ def test_init_writes_a_consistent_network(tmp_path: Path) -> None:
         services
     )
     assert services["fullnode-2"]["networks"]["cairn"]["ipv4_address"] == "172.28.0.12"
-    assert services["sequencer"]["command"] == ["run", "--config", "/data/config.docker.toml"]
-    assert services["postgres"]["profiles"] == ["mirror"]
+    assert services["sequencer"]["command"] == [
+        "run",
+        "--config",
+        "/testnet/sequencer/config.docker.toml",
+    ]
+    assert "profiles" not in services["postgres"]  # wired to fullnode-1's mirror
+    assert services["prometheus"]["profiles"] == ["observability"]
     again = run_cli("testnet", "init", "--sequencer", "--fullnodes", "2", "--dir", str(root))
     assert again.returncode != 0 and "nothing was changed" in again.stderr
 
