@@ -162,9 +162,14 @@ def container_config(plan: DockerPlan, node: DockerNode) -> dict[str, Any]:
         assert node.keystore is not None
         config["producer.keystore"] = f"/data/keystore/{node.keystore}"
         config["producer.password"] = "/data/password.txt"
-    else:
-        boot = plan.bootnode
-        config["bootnodes"] = f"/ip4/{boot.ip}/tcp/{CONTAINER_P2P_PORT}/p2p/{boot.peer_id}"
+    # every node knows the signers: a validator the other validators, a full node all
+    boots = [
+        f"/ip4/{n.ip}/tcp/{CONTAINER_P2P_PORT}/p2p/{n.peer_id}"
+        for n in plan.nodes
+        if n.signs and n.name != node.name
+    ]
+    if boots:
+        config["bootnodes"] = ",".join(boots)
     return config
 
 
@@ -639,7 +644,17 @@ def write_docker_files(root: Path, plan: DockerPlan, *, mirror: bool, fullnodes:
         fh.write(env_file(plan, passwords))
     os.chmod(env, 0o600)
     write_observability(root, plan)
-    write_kubernetes(root, plan, fullnodes=fullnodes)
+    if any(n.role == "validator" for n in plan.nodes):
+        # The manifests of deploy/k8s run one sequencer StatefulSet; validators each need
+        # their own key in their own pod, which they do not provide yet (docs/docker.md).
+        (root / "k8s").mkdir(exist_ok=True)
+        (root / "k8s" / "README.md").write_text(
+            "Kubernetes manifests are written for sequencer networks only: validators need a\n"
+            "key per pod, which deploy/k8s does not provide yet. Use docker-compose.yml or\n"
+            "`cairn testnet up --local` for this validator network.\n"
+        )
+    else:
+        write_kubernetes(root, plan, fullnodes=fullnodes)
     # Containers read these through bind mounts as their own users (the node as uid 10001,
     # Prometheus as nobody, Grafana as 472): readable by all, whatever the umask was.
     shared = [root / "genesis.json", root / "docker-compose.yml"]
