@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
-import socket
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, replace
@@ -20,22 +19,13 @@ from typing import Any
 import multiaddr
 import trio
 import trio.lowlevel
-from libp2p import new_host
 from libp2p.abc import INetConn, INetStream, INetwork, INotifee
 from libp2p.crypto.ed25519 import create_new_key_pair as ed25519_key_pair
-from libp2p.crypto.x25519 import create_new_key_pair as x25519_key_pair
 from libp2p.custom_types import TProtocol
 from libp2p.discovery.events.peerDiscovery import peerDiscovery
 from libp2p.discovery.mdns.mdns import MDNSDiscovery, create_mdns_discovery
-from libp2p.network.config import ConnectionConfig
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
-from libp2p.pubsub.gossipsub import GossipSub
-from libp2p.pubsub.pubsub import Pubsub
-from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
-from libp2p.security.noise.transport import Transport as NoiseTransport
-from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
-from libp2p.stream_muxer.yamux.yamux import Yamux
 from libp2p.tools.anyio_service import background_trio_service
 from libp2p.utils.varint import encode_varint_prefixed, read_varint_prefixed_bytes_limited
 
@@ -46,23 +36,13 @@ from cairn.p2p.bridge import BridgeClosed, TrioThread
 from cairn.p2p.identity import load_or_create_nodekey
 from cairn.p2p.metrics import P2PMetrics
 from cairn.p2p.scoring import BAN_THRESHOLD, PeerScores
+from cairn.p2p.stack import advertised_ip, build_gossip, build_host, stop_auto_connector
 
 log = logging.getLogger("cairn.p2p")
 
-# gossipsub tuning. py-libp2p 0.8.1 defaults are a 120 s heartbeat (meshes form slowly) and
-# 10 messages per topic per second per forwarder, counted for our own publishes too: an
-# automining sequencer makes more blocks than that and would silently drop its own. 200/s
-# still bounds a flooding peer; our transaction batches stay near 13/s (one per 75 ms).
-GOSSIP_RATE_PER_TOPIC = 200.0
-GOSSIP_HEARTBEAT_SECONDS = 1
-GOSSIP_DEGREE = (6, 4, 12)
-MAX_GOSSIP_RPC_BYTES = 4 * 1024 * 1024
 # py-libp2p splits or drops outbound RPCs over 1 MiB (its per-peer queue limit), so bigger
 # blocks are not gossiped: peers learn the new head from status and fetch it by range.
 MAX_GOSSIP_MESSAGE_BYTES = 1_000_000
-# Our own validation re-executes blocks; the default 5 s would fail a big block on a busy
-# machine, and a timeout counts against the (honest) sender.
-VALIDATION_TIMEOUT_SECONDS = 30.0
 OUTBOX_SIZE = 4096
 HANDSHAKE_TIMEOUT = 10.0
 REQUEST_TIMEOUT = 30.0
@@ -72,39 +52,6 @@ PEER_EXCHANGE_INTERVAL = 10.0
 STATUS_REFRESH_INTERVAL = 2.0
 REFUSED_BACKOFF = 60.0
 FULL_PEER_BACKOFF = 30.0
-
-
-def advertised_ip(listen_addr: str) -> str:
-    """The IP other hosts on the LAN reach us at, when we listen on every interface."""
-    if listen_addr not in ("0.0.0.0", ""):
-        return listen_addr
-    # A UDP connect sends nothing; it only asks the kernel which source IP the mDNS group
-    # would be reached from.
-    try:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-            probe.connect(("224.0.0.251", 5353))
-            ip: str = probe.getsockname()[0]
-            if ip and not ip.startswith("0."):
-                return ip
-    except OSError:
-        pass
-    try:
-        return socket.gethostbyname(socket.gethostname())
-    except OSError:
-        return "127.0.0.1"
-
-
-def _connection_limits(max_peers: int) -> ConnectionConfig:
-    # py-libp2p's connection manager aims for 150-250 connections. Scale it to
-    # --p2p.maxpeers: it prunes only well above the limit (its auto-connector is stopped,
-    # see _stop_auto_connector), and our handshake enforces the exact limit.
-    return ConnectionConfig(
-        max_connections=2 * max_peers + 8,
-        min_connections=0,
-        low_watermark=0,
-        high_watermark=2 * max_peers,
-        max_connections_per_peer=2,
-    )
 
 
 class NoPeer(CairnError):
@@ -215,38 +162,8 @@ class Network:
         """Build the host, listen, and serve until cancelled. `started` is called once."""
         try:
             listen = multiaddr.Multiaddr(f"/ip4/{self.config.listen_addr}/tcp/{self.config.port}")
-            security = {
-                NOISE_PROTOCOL_ID: NoiseTransport(
-                    self.key_pair, noise_privkey=x25519_key_pair().private_key
-                )
-            }
-            host = new_host(
-                key_pair=self.key_pair,
-                sec_opt=security,
-                muxer_opt={TProtocol(YAMUX_PROTOCOL_ID): Yamux},
-                listen_addrs=[listen],
-                connection_config=_connection_limits(self.config.max_peers),
-            )
-            router = GossipSub(
-                [TProtocol("/meshsub/1.1.0"), TProtocol("/meshsub/1.0.0")],
-                degree=GOSSIP_DEGREE[0],
-                degree_low=GOSSIP_DEGREE[1],
-                degree_high=GOSSIP_DEGREE[2],
-                heartbeat_interval=GOSSIP_HEARTBEAT_SECONDS,
-                max_messages_per_topic_per_second=GOSSIP_RATE_PER_TOPIC,
-                # All peers share one IP on loopback and in compose; diversity rules would
-                # keep honest peers out of the mesh.
-                eclipse_protection_enabled=False,
-                do_px=False,
-            )
-            pubsub = Pubsub(
-                host,
-                router,
-                strict_signing=True,
-                max_inbound_rpc_size=MAX_GOSSIP_RPC_BYTES,
-                validation_timeout=VALIDATION_TIMEOUT_SECONDS,
-                allowed_topics=set(self.topics.values()),
-            )
+            host = build_host(self.key_pair, listen, self.config.max_peers)
+            router, pubsub = build_gossip(host, self.topics.values())
         except Exception as exc:
             started(exc)
             return
@@ -263,7 +180,7 @@ class Network:
                 trio.open_nursery() as nursery,
             ):
                 self._nursery = nursery
-                await self._stop_auto_connector()
+                await stop_auto_connector(host)
                 await pubsub.wait_until_ready()
                 await self._subscribe_topics()
                 self._record_listen_addrs()
@@ -305,13 +222,6 @@ class Network:
         peerDiscovery.register_peer_discovered_handler(self._on_mdns_peer)
         self._mdns.start()
         log.info("mDNS discovery on, advertising /ip4/%s/tcp/%d", ip, self.listen_port)
-
-    async def _stop_auto_connector(self) -> None:
-        # py-libp2p's auto-connector redials every peer in the peerstore, ignoring our
-        # backoffs, refusals and --p2p.maxpeers; our discovery loop is the only dialer.
-        connector = getattr(self.host.get_network(), "auto_connector", None)
-        if connector is not None:
-            await connector.stop()
 
     def _record_listen_addrs(self) -> None:
         addrs = [str(a) for a in self.host.get_addrs()]
