@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import random
 import time
 from collections.abc import Callable, Coroutine
@@ -36,7 +37,17 @@ from cairn.p2p.bridge import BridgeClosed, TrioThread
 from cairn.p2p.identity import load_or_create_nodekey
 from cairn.p2p.metrics import P2PMetrics
 from cairn.p2p.scoring import BAN_THRESHOLD, PeerScores
-from cairn.p2p.stack import advertised_ip, build_gossip, build_host, stop_auto_connector
+from cairn.p2p.stack import (
+    STREAM_ERRORS,
+    advertised_ip,
+    build_gossip,
+    build_host,
+    close_stream,
+    contained,
+    describe,
+    read_frame,
+    stop_auto_connector,
+)
 
 log = logging.getLogger("cairn.p2p")
 
@@ -51,6 +62,8 @@ DISCOVERY_INTERVAL = 2.0
 PEER_EXCHANGE_INTERVAL = 10.0
 STATUS_REFRESH_INTERVAL = 2.0
 REFUSED_BACKOFF = 60.0
+# Test-only switch, read here and nowhere else: "1" leaves every gossip topic unsubscribed.
+TEST_NO_GOSSIP_ENV = "CAIRN_TEST_P2P_NO_GOSSIP"
 FULL_PEER_BACKOFF = 30.0
 
 
@@ -69,6 +82,7 @@ class _Peer:
     head: int
     head_hash: bytes
     connected_at: float
+    status_at: float
 
 
 def _fault_kind(exc: CairnError) -> str:
@@ -112,13 +126,14 @@ class Network:
         handlers: GossipHandlers,
         thread: TrioThread,
         metrics: P2PMetrics,
+        scores: PeerScores | None = None,
     ) -> None:
         self.config = config
         self.chain = chain
         self.handlers = handlers
         self.thread = thread
         self.metrics = metrics
-        self.scores = PeerScores()
+        self.scores = scores if scores is not None else PeerScores()
         self.topics = m.topic_names(chain.chain_id)
         self.sync_protocol = TProtocol(m.sync_protocol(chain.chain_id))
         key_pair = ed25519_key_pair(load_or_create_nodekey(config.datadir))
@@ -163,14 +178,20 @@ class Network:
         try:
             listen = multiaddr.Multiaddr(f"/ip4/{self.config.listen_addr}/tcp/{self.config.port}")
             host = build_host(self.key_pair, listen, self.config.max_peers)
-            router, pubsub = build_gossip(host, self.topics.values())
+            router, pubsub = build_gossip(host, self.topics.values(), self._on_stream_fault)
         except Exception as exc:
             started(exc)
             return
         self.host = host
         self.pubsub = pubsub
-        host.set_stream_handler(TProtocol(m.STATUS_PROTOCOL), self._serve_status)
-        host.set_stream_handler(self.sync_protocol, self._serve_sync)
+        host.set_stream_handler(
+            TProtocol(m.STATUS_PROTOCOL),
+            contained(self._serve_status, m.STATUS_PROTOCOL, self._on_stream_fault),
+        )
+        host.set_stream_handler(
+            self.sync_protocol,
+            contained(self._serve_sync, self.sync_protocol, self._on_stream_fault),
+        )
         host.get_network().register_notifee(_Notifee(self))
         try:
             async with (
@@ -243,6 +264,11 @@ class Network:
         self._update_snapshots()
 
     async def _subscribe_topics(self) -> None:
+        if os.environ.get(TEST_NO_GOSSIP_ENV) == "1":
+            # Test-only (docs/p2p.md): this node receives no gossip, so a test can prove a
+            # follower reaches new blocks by status and range sync alone.
+            log.warning("%s=1: not subscribing to gossip (test-only)", TEST_NO_GOSSIP_ENV)
+            return
         validators: dict[str, Callable[[bytes], Coroutine[Any, Any, bool]]] = {
             "blocks": self.handlers.on_block,
             "txs": self.handlers.on_txs,
@@ -318,6 +344,12 @@ class Network:
             if self._nursery is not None:
                 self._nursery.start_soon(self._disconnect, peer)
         self._update_snapshots()
+
+    def _on_stream_fault(self, peer: ID, reason: str) -> None:
+        """A peer's bytes broke one of its streams: score it down and hang up on it."""
+        self.penalise(peer, "garbage", reason, "stream")
+        if self._nursery is not None:
+            self._nursery.start_soon(self._disconnect, peer)
 
     # ------------------------------------------------------------ gossip out
     def enqueue(self, kind: str, data: bytes) -> None:
@@ -470,6 +502,7 @@ class Network:
             theirs.head,
             theirs.head_hash,
             time.time(),
+            time.time(),
         )
         if theirs.listen_port:
             self._known[peer] = listen_addr
@@ -487,11 +520,10 @@ class Network:
             self._nursery.start_soon(self._exchange_peers, peer)
 
     async def _serve_status(self, stream: INetStream) -> None:
+        peer = stream.muxed_conn.peer_id
         try:
             with trio.fail_after(HANDSHAKE_TIMEOUT):
-                raw = await read_varint_prefixed_bytes_limited(stream, m.MAX_STATUS_BYTES)
-                theirs = m.Status.decode(raw)
-                peer = stream.muxed_conn.peer_id
+                theirs = m.Status.decode(await read_frame(stream, m.MAX_STATUS_BYTES))
                 full = peer not in self._peers and len(self._peers) >= self.config.max_peers
                 ours = replace(self.our_status(), full=full)
                 await stream.write(encode_varint_prefixed(ours.encode()))
@@ -499,18 +531,21 @@ class Network:
                     # Our own handshake with them may still be in flight; their sync
                     # requests (peer exchange first of all) are welcome already.
                     self._status_ok.add(peer)
-        except (Exception, trio.TooSlowError) as exc:
-            log.debug("status request failed: %s", exc)
+        except m.PeerMessageError as exc:
+            self._on_stream_fault(peer, f"status request: {exc}")
+        except trio.TooSlowError:
+            log.debug("status request from %s timed out", peer)
+        except STREAM_ERRORS as exc:
+            log.debug("status request from %s failed: %s", peer, describe(exc))
         finally:
-            await stream.close()
+            await close_stream(stream)
 
     # ------------------------------------------------------------ sync protocol
     async def _serve_sync(self, stream: INetStream) -> None:
         peer = stream.muxed_conn.peer_id
         try:
             with trio.fail_after(REQUEST_TIMEOUT):
-                raw = await read_varint_prefixed_bytes_limited(stream, m.MAX_REQUEST_BYTES)
-                request = m.SyncRequest.decode(raw)
+                request = m.SyncRequest.decode(await read_frame(stream, m.MAX_REQUEST_BYTES))
                 if peer not in self._peers and peer not in self._status_ok:
                     return
                 if request.kind == "status":
@@ -525,11 +560,13 @@ class Network:
                     answer = m.encode_blocks(bundles)
                 await stream.write(encode_varint_prefixed(answer))
         except m.PeerMessageError as exc:
-            self.penalise(peer, "protocol", f"sync request: {exc}")
-        except (Exception, trio.TooSlowError) as exc:
-            log.debug("sync request from %s failed: %s", peer, exc)
+            self._on_stream_fault(peer, f"sync request: {exc}")
+        except trio.TooSlowError:
+            log.debug("sync request from %s timed out", peer)
+        except STREAM_ERRORS as exc:
+            log.debug("sync request from %s failed: %s", peer, describe(exc))
         finally:
-            await stream.close()
+            await close_stream(stream)
 
     def _load_range(self, start: int, count: int) -> list[bytes]:
         bundles: list[bytes] = []
@@ -605,7 +642,9 @@ class Network:
             return
         current = self._peers.get(peer)
         if current is not None:
-            self._peers[peer] = replace(current, head=status.head, head_hash=status.head_hash)
+            self._peers[peer] = replace(
+                current, head=status.head, head_hash=status.head_hash, status_at=time.time()
+            )
             self._update_snapshots()
 
     # ------------------------------------------------------------ discovery
@@ -704,6 +743,11 @@ class Network:
             self._dial_backoff[peer] = (failures + 1, time.monotonic() + delay)
             log.debug("dial %s failed (next try in %.0fs): %s", peer.to_base58(), delay, exc)
 
+    def forget_peers(self) -> None:
+        """After the thread ended: nobody is connected (called from the core thread)."""
+        self._peers.clear()
+        self._update_snapshots()
+
     # ------------------------------------------------------------ snapshots for the core
     def _update_snapshots(self) -> None:
         peers = []
@@ -720,6 +764,7 @@ class Network:
                     head_hash=p.head_hash,
                     score=self.scores.score(pid),
                     connected_at=p.connected_at,
+                    status_at=p.status_at,
                 )
             )
         # Replaced, never mutated: the core thread reads these references without a lock.

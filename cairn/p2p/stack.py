@@ -1,9 +1,15 @@
 """Host set-up: the py-libp2p stack a Cairn node runs (TCP + Noise + yamux, gossipsub and
-pubsub with our tuning) and the correction we apply to py-libp2p 0.8.1 from outside it:
-writes on one pubsub stream are serialised (`SerialWritePubsub`, issue 16).
+pubsub with our tuning) and the corrections we apply to py-libp2p 0.8.1 from outside it,
+both in `GuardedPubsub` and `contained`:
+  - writes on one pubsub stream are serialised (issue 16);
+  - whatever a peer's bytes make a stream handler raise stays in that stream: the stream is
+    reset and the peer reported through a callback, instead of the exception unwinding the
+    connection's nursery and with it the host and the whole p2p thread (issue 12).
 
-This module owns py-libp2p construction only: no peers, no Cairn protocols. py-libp2p is
-used as installed; nothing here patches its classes or modules in place.
+`contained` is the one place allowed to catch `Exception` around py-libp2p code that parses
+a peer's bytes; everything else in the package names what it catches. This module owns
+py-libp2p construction only: no peer table, no Cairn protocols. py-libp2p is used as
+installed; nothing here patches its classes or modules in place.
 """
 
 from __future__ import annotations
@@ -11,24 +17,33 @@ from __future__ import annotations
 import logging
 import socket
 import weakref
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import multiaddr
 import trio
+from google.protobuf.message import DecodeError
 from libp2p import new_host
 from libp2p.abc import IHost, INetStream
 from libp2p.crypto.keys import KeyPair
 from libp2p.crypto.x25519 import create_new_key_pair as x25519_key_pair
 from libp2p.custom_types import TProtocol
+from libp2p.exceptions import ParseError
+from libp2p.io.exceptions import IncompleteReadError, IOException, MessageTooLarge
 from libp2p.network.config import ConnectionConfig
+from libp2p.network.stream.exceptions import StreamError
+from libp2p.peer.id import ID
 from libp2p.pubsub.gossipsub import GossipSub
 from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.pubsub import Pubsub
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
+from libp2p.stream_muxer.exceptions import MuxedStreamError
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 from libp2p.stream_muxer.yamux.yamux import Yamux
+from libp2p.utils.varint import read_varint_prefixed_bytes_limited
+
+from cairn.p2p.messages import PeerMessageError
 
 log = logging.getLogger("cairn.p2p")
 
@@ -45,9 +60,62 @@ MAX_GOSSIP_RPC_BYTES = 4 * 1024 * 1024
 # machine, and a timeout counts against the (honest) sender.
 VALIDATION_TIMEOUT_SECONDS = 30.0
 
+# What reading or writing a stream raises when the other side or the connection goes away
+# (reset, EOF, closed, incomplete frame). Not the peer's fault as such.
+STREAM_ERRORS: tuple[type[Exception], ...] = (IOException, MuxedStreamError)
 
-class SerialWritePubsub(Pubsub):
-    """py-libp2p's `Pubsub` whose RPC writes on one stream never interleave (issue 16).
+StreamHandler = Callable[[INetStream], Awaitable[None]]
+# Told which peer broke a stream and why (on the trio thread): the peer table scores it
+# down and hangs up.
+FaultReport = Callable[[ID, str], None]
+
+
+def describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+async def read_frame(stream: INetStream, limit: int) -> bytes:
+    """One varint-length-prefixed frame; a bad length prefix or one over `limit` is the
+    peer's fault (`PeerMessageError`), a dropped stream is one of `STREAM_ERRORS`."""
+    try:
+        return await read_varint_prefixed_bytes_limited(stream, limit)
+    except (ParseError, MessageTooLarge) as exc:
+        raise PeerMessageError(f"bad frame: {describe(exc)}") from exc
+
+
+async def close_stream(stream: INetStream) -> None:
+    """Close our side; a stream the peer already reset or dropped needs nothing more."""
+    try:
+        await stream.close()
+    except STREAM_ERRORS as exc:
+        log.debug("closing a stream: %s", describe(exc))
+
+
+def contained(handler: StreamHandler, protocol: str, on_fault: FaultReport) -> StreamHandler:
+    """`handler` for one protocol, with anything it raises kept to its own stream.
+
+    py-libp2p 0.8.1 runs each inbound stream's handler in its connection's nursery: an
+    exception out of a handler unwinds the connection, the swarm and the host, and ends
+    the trio thread ("the p2p thread failed"), so one peer's malformed frame stopped the
+    node's p2p for good. Here the stream is reset and the peer reported instead.
+    """
+
+    async def run(stream: INetStream) -> None:
+        try:
+            await handler(stream)
+        except Exception as exc:  # the containment boundary: see the docstring
+            peer = stream.muxed_conn.peer_id
+            log.warning("%s stream from %s failed: %s", protocol, peer, describe(exc))
+            await stream.reset()
+            on_fault(peer, f"{protocol} stream: {describe(exc)}")
+
+    return run
+
+
+class GuardedPubsub(Pubsub):
+    """py-libp2p's `Pubsub` whose RPC writes on one stream never interleave (issue 16) and
+    whose inbound streams fail alone (issue 12).
 
     py-libp2p 0.8.1 writes to a peer's pubsub stream from several tasks at once: the
     per-peer sending loop (`Pubsub.handle_sending_messages`), and directly, bypassing that
@@ -67,10 +135,16 @@ class SerialWritePubsub(Pubsub):
     each length-prefixed RPC reaches the stream as one contiguous run of frames. (The
     hello RPC that `_handle_new_peer` writes with `stream.write` goes out before the stream
     is registered, when nothing else can write to it.)
+
+    Inbound: `Pubsub.stream_handler` lets `DecodeError` (a frame of protobuf garbage) and
+    anything else the router raises on a peer's RPC escape; here the stream is reset, the
+    peer dropped from pubsub and reported to `on_fault`. (An oversized frame py-libp2p
+    already handles itself: it resets the stream and drops the peer from pubsub.)
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, on_fault: FaultReport, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._on_fault = on_fault
         self._write_locks: weakref.WeakKeyDictionary[INetStream, trio.Lock] = (
             weakref.WeakKeyDictionary()
         )
@@ -82,6 +156,31 @@ class SerialWritePubsub(Pubsub):
         async with lock:
             ok: bool = await super().write_msg(stream, rpc_msg)
             return ok
+
+    async def stream_handler(self, stream: INetStream) -> None:
+        peer = stream.muxed_conn.peer_id
+        try:
+            await self.continuously_read_stream(stream)
+        except (StreamError, IncompleteReadError) as exc:
+            # The connection went away mid-frame: nobody's fault (py-libp2p's own handling).
+            log.debug("pubsub stream from %s closed: %s", peer, describe(exc))
+            await stream.reset()
+            self._handle_dead_peer(peer)
+        except (ParseError, DecodeError) as exc:
+            self._drop_bad_stream(peer, f"undecodable pubsub RPC: {describe(exc)}")
+            await stream.reset()
+        except Exception as exc:  # the containment boundary (see `contained`)
+            await stream.reset()
+            if not self.manager.is_running:
+                # Shutting down: py-libp2p's task nursery refuses new work; no one's fault.
+                log.debug("pubsub stream from %s ended at shutdown: %s", peer, describe(exc))
+                return
+            self._drop_bad_stream(peer, f"pubsub RPC made py-libp2p fail: {describe(exc)}")
+
+    def _drop_bad_stream(self, peer: ID, reason: str) -> None:
+        log.warning("pubsub stream from %s dropped: %s", peer, reason)
+        self._handle_dead_peer(peer)
+        self._on_fault(peer, reason)
 
 
 def connection_limits(max_peers: int) -> ConnectionConfig:
@@ -112,8 +211,11 @@ def build_host(key_pair: KeyPair, listen: multiaddr.Multiaddr, max_peers: int) -
     return host
 
 
-def build_gossip(host: IHost, topics: Iterable[str]) -> tuple[GossipSub, SerialWritePubsub]:
-    """The gossipsub router and its pubsub on `host`, accepting only `topics`."""
+def build_gossip(
+    host: IHost, topics: Iterable[str], on_fault: FaultReport
+) -> tuple[GossipSub, GuardedPubsub]:
+    """The gossipsub router and its pubsub on `host`, accepting only `topics`; a peer whose
+    pubsub stream breaks is reported to `on_fault`."""
     router = GossipSub(
         list(GOSSIP_PROTOCOLS),
         degree=GOSSIP_DEGREE[0],
@@ -126,9 +228,10 @@ def build_gossip(host: IHost, topics: Iterable[str]) -> tuple[GossipSub, SerialW
         eclipse_protection_enabled=False,
         do_px=False,
     )
-    pubsub = SerialWritePubsub(
+    pubsub = GuardedPubsub(
         host,
         router,
+        on_fault=on_fault,
         strict_signing=True,
         max_inbound_rpc_size=MAX_GOSSIP_RPC_BYTES,
         validation_timeout=VALIDATION_TIMEOUT_SECONDS,

@@ -21,7 +21,7 @@ from libp2p.peer.peerinfo import info_from_p2p_addr
 from libp2p.pubsub.gossipsub import GossipSub
 from libp2p.tools.anyio_service import background_trio_service
 
-from cairn.p2p.stack import SerialWritePubsub, build_gossip, build_host
+from cairn.p2p.stack import GuardedPubsub, build_gossip, build_host
 
 TOPICS = ("/cairn/31337/txs/1", "/cairn/31337/blocks/1", "/cairn/31337/consensus/1")
 # Over yamux's 64 KiB frame: each message is written as several frames.
@@ -35,10 +35,13 @@ def _payload(topic: int, index: int) -> bytes:
 
 
 @asynccontextmanager
-async def _node() -> AsyncIterator[tuple[IHost, SerialWritePubsub, GossipSub]]:
+async def _node(faults: list[str]) -> AsyncIterator[tuple[IHost, GuardedPubsub, GossipSub]]:
+    """A host with our gossip stack; any pubsub stream it drops as broken lands in `faults`."""
     listen = multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")
     host = build_host(create_new_key_pair(), listen, max_peers=8)
-    router, pubsub = build_gossip(host, TOPICS)
+    router, pubsub = build_gossip(
+        host, TOPICS, lambda peer, reason: faults.append(f"{peer}: {reason}")
+    )
     async with (
         host.run([listen]),
         background_trio_service(pubsub),
@@ -62,7 +65,7 @@ async def _replay_scenario(publish_while_connecting: int) -> tuple[int, int, lis
     problems: list[str] = []
     received: set[bytes] = set()
     all_received = trio.Event()
-    async with _node() as (a, pub_a, _), _node() as (b, pub_b, _):
+    async with _node(problems) as (a, pub_a, _), _node(problems) as (b, pub_b, _):
         for topic in TOPICS:
             await pub_a.subscribe(topic)
         for t, topic in enumerate(TOPICS):
@@ -119,7 +122,7 @@ async def _churn_scenario() -> tuple[int, list[str]]:
     publishes. Returns (whole messages B read on the steady topic, problems)."""
     problems: list[str] = []
     steady_received = 0
-    async with _node() as (a, pub_a, _), _node() as (b, pub_b, _):
+    async with _node(problems) as (a, pub_a, _), _node(problems) as (b, pub_b, _):
         for topic in TOPICS:
             await pub_a.subscribe(topic)
         steady = await pub_b.subscribe(TOPICS[2])
