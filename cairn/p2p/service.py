@@ -35,8 +35,9 @@ from cairn.p2p.api import (
     PeerSummary,
 )
 from cairn.p2p.bridge import BridgeClosed, TrioThread
-from cairn.p2p.host import Network, _fault_kind
 from cairn.p2p.metrics import P2PMetrics
+from cairn.p2p.network import Network
+from cairn.p2p.peers import fault_kind
 from cairn.p2p.scoring import PeerScores
 
 log = logging.getLogger("cairn.p2p")
@@ -221,7 +222,7 @@ class P2PService:
 
     def penalise(self, peer: str, error: CairnError) -> None:
         with contextlib.suppress(BridgeClosed):
-            self.thread.submit(self.network.penalise_by_id, peer, _fault_kind(error), str(error))
+            self.thread.submit(self.network.penalise_by_id, peer, fault_kind(error), str(error))
 
     def count_synced(self, blocks: int) -> None:
         self.metrics.sync_blocks.inc(blocks)

@@ -28,7 +28,7 @@ from libp2p.abc import IHost, INetStream
 from libp2p.crypto.keys import KeyPair
 from libp2p.crypto.x25519 import create_new_key_pair as x25519_key_pair
 from libp2p.custom_types import TProtocol
-from libp2p.exceptions import ParseError
+from libp2p.exceptions import BaseLibp2pError, ParseError
 from libp2p.io.exceptions import IncompleteReadError, IOException, MessageTooLarge
 from libp2p.network.config import ConnectionConfig
 from libp2p.network.stream.exceptions import StreamError
@@ -63,6 +63,14 @@ VALIDATION_TIMEOUT_SECONDS = 30.0
 # What reading or writing a stream raises when the other side or the connection goes away
 # (reset, EOF, closed, incomplete frame). Not the peer's fault as such.
 STREAM_ERRORS: tuple[type[Exception], ...] = (IOException, MuxedStreamError)
+# What a call that talks to a peer (dial, open a stream, hang up) raises when the peer or the
+# connection fails: py-libp2p's error tree, and the socket errors it lets through.
+PEER_ERRORS: tuple[type[Exception], ...] = (
+    BaseLibp2pError,
+    OSError,
+    trio.BrokenResourceError,
+    trio.ClosedResourceError,
+)
 
 StreamHandler = Callable[[INetStream], Awaitable[None]]
 # Told which peer broke a stream and why (on the trio thread): the peer table scores it
