@@ -146,7 +146,7 @@ def free_port_run(count: int) -> int:
     raise RuntimeError("no run of free ports found")
 
 
-def run_once(root: Path, *, timeout: float = 90.0, batch: int = 100) -> RunResult:
+def run_once(root: Path, *, timeout: float = 180.0, batch: int = 100) -> RunResult:
     """One start-up; every process is stopped before it returns."""
     started = time.monotonic()
     nodes = start_network(root)
