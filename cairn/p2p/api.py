@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol
 
 
 class ChainView(Protocol):
@@ -78,6 +78,9 @@ class NodeSummary:
     stats: dict[str, int] = field(default_factory=dict)
 
 
+P2PStatus = Literal["running", "restarting", "failed", "stopped"]
+
+
 @dataclass(frozen=True)
 class P2PState:
     """Whether the p2p thread is serving, for health endpoints.
@@ -87,7 +90,7 @@ class P2PState:
     `since` is wall-clock time, `reason` what ended it last, `restarts` how many times it
     ended unasked within the restart window."""
 
-    status: str
+    status: P2PStatus
     since: float
     reason: str = ""
     restarts: int = 0

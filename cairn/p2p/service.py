@@ -32,6 +32,7 @@ from cairn.p2p.api import (
     NodeSummary,
     P2PConfig,
     P2PState,
+    P2PStatus,
     PeerSummary,
 )
 from cairn.p2p.bridge import BridgeClosed, TrioThread
@@ -94,7 +95,7 @@ class P2PService:
         """running / restarting / failed / stopped, since when and why (for health)."""
         return self._state
 
-    def _set_state(self, status: str, reason: str = "") -> None:
+    def _set_state(self, status: P2PStatus, reason: str = "") -> None:
         self._state = P2PState(status, time.time(), reason, len(self._crashes))
 
     async def start(self) -> None:
@@ -193,8 +194,7 @@ class P2PService:
             await self._start_thread()
         except CairnError as exc:
             self._restart_task = None
-            self._set_state("running")  # so that _crash counts this attempt
-            self._crash(f"p2p restart failed: {exc}")
+            self._crash(f"p2p restart failed: {exc}")  # counts as another failure
             return
         self._restart_task = None
         self._set_state("running", f"restarted after: {self._state.reason}")

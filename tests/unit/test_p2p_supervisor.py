@@ -9,6 +9,7 @@ on the trio thread ends `trio.run` with TrioInternalError.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
@@ -75,10 +76,18 @@ def test_a_dead_p2p_thread_is_restarted_then_given_up(tmp_path: Path) -> None:
             await b.start()
             try:
 
+                async def wait(
+                    condition: Callable[[], Awaitable[bool]], within: float, what: str
+                ) -> None:
+                    try:
+                        await wait_until_async(condition, within=within, message=what)
+                    except TimeoutError as exc:  # say where the supervisor stood
+                        raise AssertionError(f"{exc}; a: {a.state()}, b: {b.state()}") from exc
+
                 async def peered() -> bool:
                     return a.peer_count() == 1 and b.peer_count() == 1
 
-                await wait_until_async(peered, within=30, message="a and b peered")
+                await wait(peered, 30, "a and b peered")
                 assert a.state().status == "running" and a.state().restarts == 0
 
                 async def crash_and_restart() -> None:
@@ -88,7 +97,7 @@ def test_a_dead_p2p_thread_is_restarted_then_given_up(tmp_path: Path) -> None:
                     async def restarted() -> bool:
                         return a.thread is not before and a.state().status == "running"
 
-                    await wait_until_async(restarted, within=15, message="a restarted")
+                    await wait(restarted, 15, "a restarted")
 
                 await crash_and_restart()
                 state = a.state()
@@ -96,7 +105,7 @@ def test_a_dead_p2p_thread_is_restarted_then_given_up(tmp_path: Path) -> None:
                 assert "Injected" in state.reason or "TrioInternalError" in state.reason
                 assert a.network.listen_port == port  # same port: bootnode lists still work
                 # The restarted p2p is a working p2p: b reconnects and the handshake passes.
-                await wait_until_async(peered, within=40, message="a and b peered again")
+                await wait(peered, 40, "a and b peered again")
                 assert a.peers()[0].status_at > 0
 
                 # Two more failures exhaust max_restarts=2: failed, and on_failed is told.
@@ -107,7 +116,7 @@ def test_a_dead_p2p_thread_is_restarted_then_given_up(tmp_path: Path) -> None:
                 async def gave_up() -> bool:
                     return a.state().status == "failed" and a.thread is second
 
-                await wait_until_async(gave_up, within=15, message="a to give up")
+                await wait(gave_up, 15, "a to give up")
                 assert failed == [a.state()]
                 assert a.state().restarts == 3
                 assert not a.thread.running
