@@ -184,7 +184,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     datadir = Path(opts["datadir"]).expanduser()
     genesis = _genesis_for(opts, datadir)
     settings = _settings(
-        opts, datadir, genesis, dev=False, producer_key=_load_producer(opts, datadir)
+        opts,
+        datadir,
+        genesis,
+        dev=False,
+        producer_key=_load_producer(opts, datadir),
+        block_time=opts["block_time"],
     )
     return _serve(settings, banner=None)
 
@@ -203,6 +208,7 @@ def _settings(
         p2p=p2p_config(opts, datadir, dev=dev, client=CLIENT_VERSION),
         mirror_url=opts["mirror_url"],
         dev=dev,
+        empty_blocks=True if opts["empty_blocks"] else None,
         **extra,
     )
 

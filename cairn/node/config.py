@@ -80,8 +80,14 @@ OPTIONS: tuple[Option, ...] = (
         "block-time",
         float,
         None,
-        "seconds between blocks; 0 mines on every transaction",
-        dev_only=True,
+        "seconds between blocks (dev: 0 mines on every transaction; run: genesis blockTime)",
+    ),
+    Option(
+        "empty-blocks",
+        bool,
+        False,
+        "make blocks on every tick even with no transactions (default: genesis emptyBlocks;"
+        " a dev chain with --block-time always does)",
     ),
     Option("gas-limit", int, 30_000_000, "block gas limit of a new dev chain", dev_only=True),
     Option("chain-id", int, 31337, "chain id of a new dev chain", dev_only=True),

@@ -213,6 +213,9 @@ class P2PService:
             log.debug("p2p not running: not gossiping a %s message", kind)
 
     # ------------------------------------------------------------ sync (BlockSource)
+    def is_running(self) -> bool:
+        return self.thread.running
+
     def best_head(self) -> int:
         """The highest head a connected peer announced (status handshake or refresh)."""
         return max((p.head for p in self.network.peer_snapshot), default=0)

@@ -10,12 +10,13 @@ from typing import Any
 
 import pytest
 
-from cairn.execution.chain import BlockCommitted, Chain
-from cairn.execution.events import ChainEvents
+from cairn.chain.chain import Chain
+from cairn.chain.events import BlockCommitted, ChainEvents
 from cairn.rpc import filters
 from cairn.rpc.errors import RpcError
 from cairn.rpc.feed import LiveFeed
 from cairn.rpc.filters import FilterNamespace
+from cairn.rpc.logs import LogIndex
 from cairn.rpc.subscriptions import SubscriptionNamespace
 from cairn.txpool.pool import TxPool
 from tests.support.chain import mine, open_chain, transfer
@@ -46,7 +47,7 @@ def test_syncing_subscription_reports_changes_once(tmp_path: Path) -> None:
 
     async def scenario(chain: Chain) -> None:
         events = ChainEvents()
-        feed = LiveFeed(events, _pool(chain), lambda: status[0], tick_seconds=3600)
+        feed = LiveFeed(events, _pool(chain), lambda: status[0], LogIndex(), tick_seconds=3600)
         feed.start()
         subs = SubscriptionNamespace(feed, max_per_connection=10)
         session = Recorder()
@@ -70,7 +71,7 @@ def test_newheads_and_pending_hashes_in_order(tmp_path: Path) -> None:
     async def scenario(chain: Chain) -> None:
         events = ChainEvents()
         pool = _pool(chain)
-        feed = LiveFeed(events, pool, lambda: False, tick_seconds=3600)
+        feed = LiveFeed(events, pool, lambda: False, LogIndex(), tick_seconds=3600)
         subs = SubscriptionNamespace(feed, max_per_connection=2)
         session = Recorder()
         heads = await subs.subscribe("newHeads", context=session)
@@ -102,7 +103,7 @@ def test_a_filter_that_falls_too_far_behind_is_dropped_with_a_clear_error(
 
     async def scenario(chain: Chain) -> None:
         events = ChainEvents()
-        feed = LiveFeed(events, _pool(chain), lambda: False, tick_seconds=3600)
+        feed = LiveFeed(events, _pool(chain), lambda: False, LogIndex(), tick_seconds=3600)
         namespace = FilterNamespace(feed, timeout=300, get_logs=_no_logs)
         lagging = await namespace.new_block_filter()
         polled = await namespace.new_block_filter()
