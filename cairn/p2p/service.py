@@ -214,7 +214,8 @@ class P2PService:
 
     # ------------------------------------------------------------ sync (BlockSource)
     def is_running(self) -> bool:
-        return self.thread.running
+        """The p2p thread is serving (False while it restarts, once failed, or stopped)."""
+        return self._state.status == "running" and self.thread.running
 
     def best_head(self) -> int:
         """The highest head a connected peer announced (status handshake or refresh)."""
