@@ -217,18 +217,18 @@ def _settings(
 
 
 def _serve(settings: NodeSettings, banner: Any) -> int:
-    async def main() -> None:
+    async def main() -> int:
         node = Node(settings)
         if banner is not None:
             print(banner(node), flush=True)
         await node.run()
+        return node.exit_code
 
     # The standard loop, not uvloop: with 64 clients fetching 1 MB blocks, uvloop's p99 was
     # 130-180 ms against 27-29 ms here (its partially written answers wait unevenly), and
     # every other W3 method's p99 was as good or better; uvloop answered small requests
     # 7-15% faster. The mirror's own loop (asyncpg, no large writes) keeps uvloop.
-    asyncio.run(main())
-    return 0
+    return asyncio.run(main())
 
 
 def cmd_init(args: argparse.Namespace) -> int:

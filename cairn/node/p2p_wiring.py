@@ -5,6 +5,7 @@ Protocols `cairn.p2p.api` asks for, block announcements from the producer (a lis
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -17,7 +18,7 @@ from cairn.consensus.bft.engine import Outbox
 from cairn.consensus.follower import Follower
 from cairn.errors import ConfigError
 from cairn.p2p import messages
-from cairn.p2p.api import P2PConfig
+from cairn.p2p.api import P2PConfig, P2PState
 from cairn.txpool.pool import TxPool
 from cairn.txpool.relay import TxRelay
 
@@ -116,6 +117,7 @@ class P2PLink:
         producer: bool,
         consensus: ConsensusGate | None = None,
         consensus_out: Outbox | None = None,
+        on_failed: Callable[[str], None] | None = None,
     ) -> None:
         # Imported here: py-libp2p costs 0.6 s and ~50 MiB to import, and a dev node without
         # p2p flags never needs it.
@@ -123,7 +125,18 @@ class P2PLink:
 
         self.relay = TxRelay(pool, self._publish_txs)
         router = GossipRouter(follower, self.relay, consensus)
-        self.service: P2PService = P2PService(config, StoreChainView(chain), router, registry)
+
+        def failed(state: P2PState) -> None:
+            if on_failed is not None:
+                on_failed(state.reason)
+
+        self.service: P2PService = P2PService(
+            config,
+            StoreChainView(chain),
+            router,
+            registry,
+            on_failed=failed if on_failed is not None else None,
+        )
         if consensus_out is not None:
             consensus_out.connect(self._publish_consensus)
         self._unsubscribe = events.subscribe(self._announce) if producer else None

@@ -94,6 +94,7 @@ class Node:
             raise
         self._stop = asyncio.Event()
         self._stopped = False
+        self.exit_code = 0  # non-zero when the node stopped itself because a part failed
         self._background: set[asyncio.Future[None]] = set()
 
     def _build(self, settings: NodeSettings) -> None:
@@ -292,7 +293,15 @@ class Node:
                 else None
             ),
             consensus_out=self.consensus_out if self.engine is not None else None,
+            on_failed=self._p2p_failed,
         )
+
+    def _p2p_failed(self, reason: str) -> None:
+        """p2p could not be kept running: stop the node and exit non-zero rather than serve
+        as if it still followed or led the network."""
+        log.critical("p2p failed for good (%s); stopping the node (exit code %d)", reason, 3)
+        self.exit_code = 3
+        self.request_stop()
 
     def _mirror(self) -> Mirror | None:
         """The Postgres mirror (its own thread; committed blocks only wake it)."""
