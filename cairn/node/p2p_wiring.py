@@ -75,7 +75,7 @@ class StoreChainView:
 class ConsensusGate(Protocol):
     """Judges consensus gossip: a validator's engine, or a full node's relay check."""
 
-    async def on_message(self, data: bytes) -> bool: ...
+    async def on_message(self, data: bytes, origin: str = "") -> bool: ...
 
 
 class GossipRouter:
@@ -93,10 +93,10 @@ class GossipRouter:
     async def on_txs(self, data: bytes) -> bool:
         return self._relay.admit_gossip(messages.decode_txs(data))
 
-    async def on_consensus(self, data: bytes) -> bool:
+    async def on_consensus(self, data: bytes, origin: str) -> bool:
         if self._consensus is None:
             return False  # a sequencer network has no consensus messages: nothing relayed
-        return await self._consensus.on_message(data)
+        return await self._consensus.on_message(data, origin)
 
     def on_new_peer(self, peer_id: str) -> None:
         # Transactions that were pooled while nobody listened (journal restore, a lost
@@ -117,6 +117,7 @@ class P2PLink:
         producer: bool,
         consensus: ConsensusGate | None = None,
         consensus_out: Outbox | None = None,
+        consensus_penalties: Outbox | None = None,
         on_failed: Callable[[str], None] | None = None,
     ) -> None:
         # Imported here: py-libp2p costs 0.6 s and ~50 MiB to import, and a dev node without
@@ -139,6 +140,8 @@ class P2PLink:
         )
         if consensus_out is not None:
             consensus_out.connect(self._publish_consensus)
+        if consensus_penalties is not None:
+            consensus_penalties.connect_penaliser(self.service.penalise)
         self._unsubscribe = events.subscribe(self._announce) if producer else None
 
     def _publish_txs(self, raws: list[bytes]) -> None:

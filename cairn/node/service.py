@@ -288,11 +288,12 @@ class Node:
             consensus=(
                 self.engine
                 if self.engine is not None
-                else ConsensusRelay(self.chain)
+                else ConsensusRelay(self.chain, self.consensus_out)
                 if validators_mode
                 else None
             ),
             consensus_out=self.consensus_out if self.engine is not None else None,
+            consensus_penalties=self.consensus_out,
             on_failed=self._p2p_failed,
         )
 
@@ -386,7 +387,15 @@ class Node:
             self.mirror.start()
         self.methods.start()
         self.health.loop.start()
-        await self.rpc.start()
+        try:
+            await self.rpc.start()
+        except OSError as exc:
+            ports = ", ".join(str(p) for p in (self.settings.http_port, self.settings.ws_port) if p)
+            raise ConfigError(
+                f"JSON-RPC could not listen on {self.settings.http_addr} port(s) {ports}: "
+                f"{exc.strerror or exc}. Pick free ports with --http.port / --ws.port, or stop "
+                "the process using them."
+            ) from exc
         head = self.chain.head
         log.info(
             "cairn %s ready: chain %d, head #%d 0x%s, mode %s, RPC http://%s:%d",
@@ -438,7 +447,11 @@ class Node:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
-        await self.start()
+        try:
+            await self.start()
+        except BaseException:
+            await self.stop()  # whatever had started (p2p, workers, producer) stops again
+            raise
         settle_after_start()
         try:
             await self._stop.wait()

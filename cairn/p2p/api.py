@@ -34,7 +34,10 @@ class GossipHandlers(Protocol):
 
     async def on_txs(self, data: bytes) -> bool: ...
 
-    async def on_consensus(self, data: bytes) -> bool: ...
+    async def on_consensus(self, data: bytes, origin: str) -> bool:
+        """`origin`: the peer id that published the message (gossipsub signs it), which
+        the core may penalise itself when it proves the author faulty."""
+        ...
 
     def on_new_peer(self, peer_id: str) -> None:
         """A peer passed the handshake (called on the core loop)."""

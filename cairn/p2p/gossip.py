@@ -36,7 +36,7 @@ OUTBOX_SIZE = 4096
 TEST_NO_GOSSIP_ENV = "CAIRN_TEST_P2P_NO_GOSSIP"
 
 Outbox = trio.MemoryReceiveChannel[tuple[str, bytes]]
-Handler = Callable[[bytes], Coroutine[Any, Any, bool]]
+Handler = Callable[..., Coroutine[Any, Any, bool]]  # (data) or, for consensus, (data, origin)
 
 
 class Gossip:
@@ -70,7 +70,10 @@ class Gossip:
             async def validate(
                 forwarder: ID, msg: Any, kind: str = kind, handler: Handler = handler
             ) -> bool:
-                return await self._validate(kind, forwarder, bytes(msg.data), handler)
+                data = bytes(msg.data)
+                if kind == "consensus":  # the core may prove the author faulty: tell it who
+                    return await self._validate(kind, forwarder, data, handler, _origin(msg))
+                return await self._validate(kind, forwarder, data, handler)
 
             pubsub.set_topic_validator(topic, validate, True)
             subscription = await pubsub.subscribe(topic)
@@ -81,7 +84,9 @@ class Gossip:
         while True:
             await subscription.get()
 
-    async def _validate(self, kind: str, forwarder: ID, data: bytes, handler: Handler) -> bool:
+    async def _validate(
+        self, kind: str, forwarder: ID, data: bytes, handler: Handler, *extra: str
+    ) -> bool:
         if forwarder == self._me:
             return True  # our own publish: the core made it
         table = self._links.table
@@ -91,7 +96,7 @@ class Gossip:
             return False  # no handshake yet: not judged, not relayed, not penalised
         table.metrics.gossip_received.labels(kind).inc()
         try:
-            accepted = await self._thread.call_core(handler, data)
+            accepted = await self._thread.call_core(handler, data, *extra)
         except BridgeClosed:
             return False
         except CairnError as exc:
@@ -116,3 +121,11 @@ class Gossip:
             # Yield between messages: a publish loop that never yields starves the
             # per-peer writers and py-libp2p drops the overflow (measured, DESIGN.md).
             await trio.lowlevel.checkpoint()
+
+
+def _origin(msg: Any) -> str:
+    """The base58 id of the peer that published `msg` (strict signing: it signed it)."""
+    try:
+        return ID(bytes(msg.from_id)).to_base58()
+    except (ValueError, TypeError):
+        return ""

@@ -22,7 +22,7 @@ import trio
 from libp2p.abc import IHost
 from libp2p.peer.id import ID
 
-from cairn.errors import CairnError, InvalidBlock, InvalidCommit, InvalidTransaction
+from cairn.errors import CairnError, Equivocation, InvalidBlock, InvalidCommit, InvalidTransaction
 from cairn.p2p.api import NodeSummary, PeerSummary
 from cairn.p2p.metrics import P2PMetrics
 from cairn.p2p.scoring import BAN_THRESHOLD, PeerScores
@@ -59,6 +59,8 @@ def fault_kind(exc: CairnError) -> str:
         return "garbage" if exc.number < 0 else "bad-block"
     if isinstance(exc, InvalidTransaction):
         return "bad-tx"
+    if isinstance(exc, Equivocation):
+        return "equivocation"
     return "garbage"
 
 

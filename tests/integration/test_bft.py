@@ -108,12 +108,16 @@ def test_a_validator_crashed_between_prevote_and_precommit_replays_its_wal(
                     and message.kind == VoteKind.PREVOTE
                 ):
                     crashed.set()
+                    # from here on nothing reaches it either: it cannot see a quorum, so it
+                    # cannot decide #3 before it "crashes"
+                    net.down |= {(other, 2) for other in range(4)}
                 return [(None, data)]
 
             net.rewrites[2] = crash_after_prevote
             await wait_until_async(_flag(crashed), within=30, message="validator 2's prevote at #3")
             await net.crash(2)
             del net.rewrites[2]
+            net.heal()
             stuck = max(net.nodes[i].head for i in (0, 1))
             assert stuck <= 3
             restarted = net.start(2)
@@ -158,6 +162,8 @@ def test_an_equivocating_validator_is_caught_and_cannot_split_the_others(tmp_pat
             for i in (0, 2, 3):
                 evidence = StoredEvidence(net.nodes[i].chain.store).load()
                 assert evidence and {e.validator for e in evidence} == {_addr(1)}
+            # the peer that published the conflicting votes is penalised at gossip time
+            assert {(peer, kind) for _, peer, kind in net.penalties} == {("peer-1", "Equivocation")}
 
     run(scenario())
 

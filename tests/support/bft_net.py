@@ -86,6 +86,8 @@ class BftNet:
         self.down: set[tuple[int, int]] = set()  # directed links that drop messages
         self.rewrites: dict[int, Rewrite] = {}
         self.sent: list[tuple[int, bytes]] = []  # (sender, message) of everything sent
+        # (receiver, peer penalised, error type) — what a real transport would score down
+        self.penalties: list[tuple[int, str, str]] = []
         self._tasks: set[asyncio.Future[None]] = set()
 
     async def __aenter__(self) -> BftNet:
@@ -130,6 +132,11 @@ class BftNet:
         applier = BlockApplier(chain, pool, events, writer)
         outbox = Outbox()
         outbox.connect(lambda data, i=i: self._send(i, data))  # type: ignore[misc]
+        outbox.connect_penaliser(
+            lambda peer, error, i=i: self.penalties.append(  # type: ignore[misc]
+                (i, peer, type(error).__name__)
+            )
+        )
         key = KEYS[i]
         config = BftConfig(
             key=key,
@@ -204,7 +211,7 @@ class BftNet:
             self.sent.append((sender, payload))
             for to in range(self.n):
                 if to != sender and (targets is None or to in targets):
-                    self._deliver(sender, to, _to_engine(payload))
+                    self._deliver(sender, to, _to_engine(payload, f"peer-{sender}"))
 
     def _announce(self, sender: int, event: BlockCommitted) -> None:
         block = event.result.block
@@ -256,9 +263,9 @@ class BftNet:
             assert first == vote.block_hash, f"validator {sender} double-signed {vote.describe()}"
 
 
-def _to_engine(data: bytes) -> Delivery:
+def _to_engine(data: bytes, origin: str) -> Delivery:
     async def deliver(node: Validator) -> bool:
-        return await node.engine.on_message(data)
+        return await node.engine.on_message(data, origin)
 
     return deliver
 

@@ -30,7 +30,7 @@ class Ignore:
     async def on_txs(self, data: bytes) -> bool:
         return False
 
-    async def on_consensus(self, data: bytes) -> bool:
+    async def on_consensus(self, data: bytes, origin: str) -> bool:
         return False
 
     def on_new_peer(self, peer_id: str) -> None:

@@ -57,7 +57,7 @@ from cairn.consensus.bft.wal import (
     SignStep,
     Wal,
 )
-from cairn.errors import CairnError, InvalidBlock
+from cairn.errors import CairnError, Equivocation, InvalidBlock
 from cairn.execution.builder import BlockEnv, BlockResult
 from cairn.storage.store import ChainStore
 from cairn.txpool.pool import TxPool
@@ -112,33 +112,76 @@ class ConsensusTransport(Protocol):
 
     def broadcast(self, data: bytes) -> None: ...
 
+    def penalise(self, peer: str, error: CairnError) -> None: ...
+
 
 class Outbox:
-    """Consensus messages on their way out: the engine broadcasts, the transport that
-    connects (p2p, or a test network) sends. Nothing is queued before one connects."""
+    """Consensus messages on their way out, and penalties for the peers that published
+    faulty ones: the engine writes, the transport that connects (p2p, or a test network)
+    acts. Nothing is queued before one connects."""
 
     def __init__(self) -> None:
         self._sinks: list[Callable[[bytes], None]] = []
+        self._penalisers: list[Callable[[str, CairnError], None]] = []
 
     def connect(self, sink: Callable[[bytes], None]) -> None:
         self._sinks.append(sink)
+
+    def connect_penaliser(self, penalise: Callable[[str, CairnError], None]) -> None:
+        self._penalisers.append(penalise)
 
     def broadcast(self, data: bytes) -> None:
         for sink in self._sinks:
             sink(data)
 
+    def penalise(self, peer: str, error: CairnError) -> None:
+        for penalise in self._penalisers:
+            penalise(peer, error)
+
+
+class EquivocationWatch:
+    """Signed consensus messages seen on the wire, by (height, round, step, signer), so the
+    peer that published a second, different one is penalised at once — whatever consensus
+    later makes of it (the messages are still relayed: they are the evidence)."""
+
+    def __init__(self, limit: int = 100_000) -> None:
+        self._limit = limit
+        self._seen: dict[tuple[int, int, int, bytes], bytes] = {}
+
+    def observe(self, message: Message, signer: Address) -> Equivocation | None:
+        key = (message.height, message.round, int(_step_of(message)), bytes(signer))
+        first = self._seen.setdefault(key, message.block_hash)
+        if len(self._seen) > self._limit:
+            newest = max(height for height, _, _, _ in self._seen)
+            self._seen = {k: v for k, v in self._seen.items() if k[0] >= newest - 1}
+        if first == message.block_hash:
+            return None
+        return Equivocation(
+            bytes(signer),
+            f"{message.describe()} after 0x{first.hex()[:16] or 'nil'} at the same step",
+        )
+
 
 class ConsensusRelay:
     """What a full node of a validator network does with consensus gossip: check it, relay
-    what holds, penalise what could only come from a faulty sender."""
+    what holds, penalise what could only come from a faulty sender (and the publisher of an
+    equivocation)."""
 
-    def __init__(self, chain: Chain) -> None:
+    def __init__(self, chain: Chain, penalties: Outbox) -> None:
         self._chain = chain
         self._validators = sm.Validators(chain.genesis.consensus.producers)
+        self._penalties = penalties
+        self._watch = EquivocationWatch()
 
-    async def on_message(self, data: bytes) -> bool:
+    async def on_message(self, data: bytes, origin: str = "") -> bool:
         next_height = self._chain.store.head.number + 1
-        return judge_message(data, self._chain.chain_id, self._validators, next_height) is not None
+        message = judge_message(data, self._chain.chain_id, self._validators, next_height)
+        if message is None:
+            return False
+        conflict = self._watch.observe(message, message.signer(self._chain.chain_id))
+        if conflict is not None and origin:
+            self._penalties.penalise(origin, conflict)
+        return True
 
 
 class EvidenceSink(Protocol):
@@ -258,6 +301,7 @@ class BftEngine:
         self._wal = wal
         self._guard = guard
         self._evidence: EvidenceSink = evidence
+        self._watch = EquivocationWatch()
         self._evidence_store = evidence
         self.me = Address(config.key.public_key.to_canonical_address())
         self.validators = sm.Validators(self._chain.genesis.consensus.producers)
@@ -308,15 +352,19 @@ class BftEngine:
         self._wal.close()
 
     # ------------------------------------------------------------ inputs
-    async def on_message(self, data: bytes) -> bool:
+    async def on_message(self, data: bytes, origin: str = "") -> bool:
         """A gossiped consensus message: check it before it is relayed (True: relay it).
         Raise `InvalidConsensusMessage` for one that is malformed or badly signed (its sender
-        is penalised); stale ones are dropped quietly."""
+        is penalised); stale ones are dropped quietly. `origin`, the peer that published it,
+        is penalised for an equivocation (which is still relayed and kept as evidence)."""
         message = judge_message(
             data, self._chain_id, self.validators, self._chain.store.head.number + 1
         )
         if message is None:
             return False
+        conflict = self._watch.observe(message, message.signer(self._chain_id))
+        if conflict is not None and origin:
+            self._transport.penalise(origin, conflict)
         self._queue.put_nowait(_Incoming(data))
         return True
 
