@@ -405,6 +405,8 @@ class BftEngine:
             if self._started and state.step != sm.Step.DECIDED:
                 self._resend_own(state.round)
                 self.status.stalled += 1
+                if self.status.stalled % 10 == 0:
+                    self._log_stall(state)
             return
         if isinstance(item, _Incoming):
             self._receive(item.data, log_to_wal=True)
@@ -833,6 +835,27 @@ class BftEngine:
         """The equivocation evidence this validator kept, oldest height first."""
         return [_evidence_json(e) for e in self._evidence_store.load()]
 
+    def _log_stall(self, state: sm.RoundState) -> None:
+        """Say what a height waits for, so an operator can tell a missing quorum from a
+        silent proposer."""
+        prevotes = state.votes(VoteKind.PREVOTE, state.round)
+        precommits = state.votes(VoteKind.PRECOMMIT, state.round)
+        proposer = self.validators.proposer(state.height, state.round)
+        log.warning(
+            "consensus at #%d round %d has waited %d ticks in %s: proposal %s (proposer "
+            "0x%s), %d of %d validators prevoted, %d precommitted; %d needed",
+            state.height,
+            state.round,
+            self.status.stalled,
+            state.step.name.lower(),
+            "seen" if state.round in state.proposals else "missing",
+            proposer.hex()[:8],
+            prevotes.total(),
+            self.validators.size,
+            precommits.total(),
+            self.validators.quorum,
+        )
+
     def _update_status(self) -> None:
         state = self._state
         if state is None:
@@ -840,6 +863,8 @@ class BftEngine:
         status = self.status
         if (status.height, status.round) != (state.height, state.round):
             status.stalled = 0
+            if state.round > 0 and state.height == status.height:
+                log.info("consensus at #%d: round %d", state.height, state.round)
         status.height, status.round = state.height, state.round
         status.step = state.step.name.lower() if self._started else "waiting"
 
