@@ -17,9 +17,9 @@ from eth.abc import SignedTransactionAPI
 from eth_keys.datatypes import PrivateKey
 
 from bench.harness import sign_transfers
-from cairn.consensus.commit import make_commit
+from cairn.chain.chain import Chain, open_store
+from cairn.chain.commit import make_commit
 from cairn.execution.builder import BlockEnv
-from cairn.execution.chain import Chain, open_store
 from cairn.execution.forks import fork_named
 from cairn.genesis.dev import DEV_PRODUCER_KEY, dev_genesis
 
@@ -53,7 +53,7 @@ def run(blocks: int, per_block: int, profile: bool) -> dict[str, Any]:
                 t2 = time.process_time()
                 header = result.header
                 commit = make_commit(key, chain.chain_id, header.block_number, header.hash)
-                chain.commit(result, commit.encode())
+                chain.write_block(result, commit.encode())
                 t3 = time.process_time()
                 totals["decode_recover"] += t1 - t0
                 totals["build"] += t2 - t1
@@ -79,7 +79,7 @@ def run(blocks: int, per_block: int, profile: bool) -> dict[str, Any]:
                 t0 = time.process_time()
                 imported = chain2.executor.import_block(copy)
                 totals["import"] += time.process_time() - t0
-                chain2.commit(imported, b"")
+                chain2.write_block(imported, b"")
         finally:
             store.close()
             store2.close()

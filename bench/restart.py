@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.harness import ANVIL, Target, rpc_sync
+from cairn.chain.chain import Chain, open_store
 from cairn.execution.builder import BlockEnv
-from cairn.execution.chain import Chain, open_store
 from cairn.execution.forks import fork_named
 from cairn.genesis.dev import dev_genesis
 from cairn.genesis.parse import genesis_to_json
@@ -36,7 +36,7 @@ def extend_cairn_chain(datadir: Path, target_height: int) -> None:
         while chain.head.block_number < target_height:
             head = chain.head
             env = BlockEnv(head, head.timestamp + 1, genesis.coinbase, head.gas_limit)
-            chain.commit(chain.executor.build(env, []), b"")
+            chain.write_block(chain.executor.build(env, []), b"")
     finally:
         store.close()
 

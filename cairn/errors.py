@@ -101,6 +101,15 @@ class InvalidCommit(CairnError):
         super().__init__(f"invalid commit for block #{number} 0x{block_hash.hex()}: {reason}")
 
 
+class Equivocation(CairnError):
+    """A validator signed two different consensus messages for one height, round and step
+    (kept as evidence; the peer that published them is penalised)."""
+
+    def __init__(self, validator: bytes, what: str) -> None:
+        self.validator = validator
+        super().__init__(f"validator 0x{validator.hex()} equivocated: {what}")
+
+
 class NotFound(CairnError):
     """A block, transaction or state the caller named does not exist here."""
 

@@ -1,5 +1,7 @@
-"""Consensus: who may produce the next block and the proof that they did (the commit).
+"""Consensus: who makes the next block, and how a node takes blocks others made.
 
-Owns commit signing and verification, the sequencer loop, and (for validators) BFT rounds.
-Must never write storage directly: it hands executed blocks and their commits to the node.
+Owns the sequencer loop (and the dev chain's hook into it), the follower that judges gossiped
+blocks, block sync by ranges, and (for validators) BFT rounds. Must never write storage
+except through `cairn.chain.apply.BlockApplier`, and never imports p2p: the network reaches it
+through small Protocols (`BlockSource`) and plain bytes.
 """

@@ -20,7 +20,6 @@ from eth.abc import (
 from eth.chains.base import ChainContext
 from eth.consensus.context import ConsensusContext
 from eth.vm.base import VM
-from eth.vm.interrupt import EVMMissingData
 from eth_typing import Address
 from eth_utils import ValidationError
 
@@ -148,11 +147,17 @@ class BlockExecutor:
         except ValidationError as exc:
             raise InvalidBlock(template.block_number, ZERO_HASH, str(exc)) from exc
 
-    def import_block(self, block: BlockAPI, extras: DevExtras = NO_EXTRAS) -> BlockResult:
+    def import_block(self, block: BlockAPI) -> BlockResult:
         """Re-execute a block made elsewhere; raise `InvalidBlock` unless every root matches.
+        What full nodes and validators run: the block's transactions and nothing else."""
+        return self._reexecute(block, NO_EXTRAS)
 
-        `extras` are the dev changes stored beside a dev chain's block (empty otherwise).
-        """
+    def replay(self, block: BlockAPI, extras: DevExtras) -> BlockResult:
+        """Re-execute one of this node's stored blocks with the dev record stored beside it
+        (state overrides, impersonated senders; empty for every ordinary block)."""
+        return self._reexecute(block, extras)
+
+    def _reexecute(self, block: BlockAPI, extras: DevExtras) -> BlockResult:
         claimed = block.header
         parent = self.reader.header_by_hash(claimed.parent_hash)
         if parent is None:
@@ -232,11 +237,13 @@ class BlockExecutor:
                     held_back.add(sender)
                     deferred.append(tx)
                     continue
-            snapshot = vm.state.snapshot()
+            # Validate first: py-evm's apply_transaction locks the state's journal before
+            # it validates, so a snapshot taken here could not be reverted to afterwards, and
+            # a transaction that fails validation has changed nothing to revert.
             try:
-                receipt, computation = vm.apply_transaction(header, tx)
-            except (ValidationError, EVMMissingData) as exc:
-                vm.state.revert(snapshot)
+                vm.validate_transaction_against_header(header, tx)
+                vm.state.validate_transaction(tx)
+            except ValidationError as exc:
                 if strict:
                     raise ValidationError(
                         f"transaction 0x{tx.hash.hex()} (index {len(applied)}): {exc}"
@@ -244,6 +251,9 @@ class BlockExecutor:
                 held_back.add(sender)
                 rejected.append(Rejected(tx, str(exc)))
                 continue
+            # Past validation nothing may fail quietly: a half-applied transaction would be in
+            # the state but not the block. An error here fails the whole block.
+            receipt, computation = vm.apply_transaction(header, tx)
             header = vm.add_receipt_to_header(header, receipt)
             if tx.type_id == BLOB_TX_TYPE:  # a header copy per transaction is costly; skip it
                 header = vm.increment_blob_gas_used(header, tx)

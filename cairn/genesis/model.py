@@ -31,6 +31,9 @@ class ConsensusParams:
     block_time: float = 0.0
     empty_blocks: bool = False
     fork: str = DEFAULT_FORK
+    # validators: BFT round timeouts for round 0, in seconds (each later round adds half)
+    timeout_propose: float = 2.0
+    timeout_vote: float = 1.0
 
     @property
     def threshold(self) -> int:

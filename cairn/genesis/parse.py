@@ -94,12 +94,20 @@ def _consensus(config: Mapping[str, Any], cairn: Mapping[str, Any]) -> Consensus
     block_time = cairn.get("blockTime", 0)
     if not isinstance(block_time, int | float) or block_time < 0:
         raise GenesisError(f"cairn.blockTime: expected seconds >= 0, got {block_time!r}")
+    timeouts = {}
+    for name, default in (("timeoutPropose", 2.0), ("timeoutVote", 1.0)):
+        value = cairn.get(name, default)
+        if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
+            raise GenesisError(f"cairn.{name}: expected seconds > 0, got {value!r}")
+        timeouts[name] = float(value)
     return ConsensusParams(
         mode=cast(Mode, mode),
         producers=producers,
         block_time=float(block_time),
         empty_blocks=bool(cairn.get("emptyBlocks", False)),
         fork=_fork(config, cairn),
+        timeout_propose=timeouts["timeoutPropose"],
+        timeout_vote=timeouts["timeoutVote"],
     )
 
 
@@ -233,5 +241,10 @@ def genesis_to_json(genesis: Genesis) -> dict[str, Any]:
             "blockTime": c.block_time,
             "emptyBlocks": c.empty_blocks,
             "fork": c.fork,
+            **(
+                {"timeoutPropose": c.timeout_propose, "timeoutVote": c.timeout_vote}
+                if c.mode == "validators"
+                else {}
+            ),
         },
     }

@@ -14,9 +14,9 @@ from eth.constants import BLANK_ROOT_HASH
 from eth_typing import Address
 from eth_utils import keccak
 
+from cairn.chain.chain import Chain
 from cairn.errors import NotFound
 from cairn.execution.builder import BlockExecutor
-from cairn.execution.chain import Chain
 from cairn.execution.reader import ChainReader, StoredBlock
 from cairn.mirror.rows import AccountState, BlockRows, block_rows
 

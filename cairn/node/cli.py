@@ -281,7 +281,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     datadir = Path(opts["datadir"]).expanduser()
     genesis = _genesis_for(opts, datadir)
     settings = _settings(
-        opts, args, datadir, genesis, dev=False, producer_key=_load_producer(opts, datadir)
+        opts,
+        args,
+        datadir,
+        genesis,
+        dev=False,
+        producer_key=_load_producer(opts, datadir),
+        block_time=opts["block_time"],
     )
     return _serve(settings, banner=None)
 
@@ -306,23 +312,27 @@ def _settings(
         p2p=p2p_config(opts, datadir, dev=dev, client=CLIENT_VERSION),
         mirror_url=_mirror_url(opts, args),
         dev=dev,
+        empty_blocks=True if opts["empty_blocks"] else None,
+        health_max_head_age=opts["health_max_head_age"],
+        health_min_peers=opts["health_min_peers"],
+        health_max_blocks_behind=opts["health_max_blocks_behind"],
         **extra,
     )
 
 
 def _serve(settings: NodeSettings, banner: Any) -> int:
-    async def main() -> None:
+    async def main() -> int:
         node = Node(settings)
         if banner is not None:
             print(banner(node), flush=True)
         await node.run()
+        return node.exit_code
 
     # The standard loop, not uvloop: with 64 clients fetching 1 MB blocks, uvloop's p99 was
     # 130-180 ms against 27-29 ms here (its partially written answers wait unevenly), and
     # every other W3 method's p99 was as good or better; uvloop answered small requests
     # 7-15% faster. The mirror's own loop (asyncpg, no large writes) keeps uvloop.
-    asyncio.run(main())
-    return 0
+    return asyncio.run(main())
 
 
 def cmd_init(args: argparse.Namespace) -> int:

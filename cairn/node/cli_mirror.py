@@ -16,8 +16,8 @@ from typing import Any
 
 import asyncpg
 
+from cairn.chain.chain import Chain, open_store
 from cairn.errors import ConfigError, DatadirError
-from cairn.execution.chain import Chain, open_store
 from cairn.execution.forks import fork_named
 from cairn.genesis.model import Genesis
 from cairn.genesis.parse import load_genesis

@@ -170,14 +170,40 @@ OPTIONS: tuple[Option, ...] = (
         "file holding the Postgres URL (keeps its password out of `ps` and shell history)",
         metavar="FILE",
     ),
+    Option(
+        "health.max-head-age",
+        float,
+        None,
+        "seconds after which an old head makes the node unhealthy (default: 3 block times"
+        " + 10 s when the chain ticks on its own, else off)",
+    ),
+    Option(
+        "health.min-peers",
+        int,
+        None,
+        "peers below which the node is not ready (default: 1 for full nodes and validators,"
+        " 0 for a sequencer)",
+    ),
+    Option(
+        "health.max-blocks-behind",
+        int,
+        2,
+        "blocks behind the best peer a node may be and still be ready",
+    ),
     Option("log.level", str, "info", "debug, info, warning or error"),
     Option("log.format", str, "text", "text or json"),
     Option(
         "block-time",
         float,
         None,
-        "seconds between blocks; 0 mines on every transaction",
-        dev_only=True,
+        "seconds between blocks (dev: 0 mines on every transaction; run: genesis blockTime)",
+    ),
+    Option(
+        "empty-blocks",
+        bool,
+        False,
+        "make blocks on every tick even with no transactions (default: genesis emptyBlocks;"
+        " a dev chain with --block-time always does)",
     ),
     Option("gas-limit", int, 30_000_000, "block gas limit of a new dev chain", dev_only=True),
     Option("chain-id", int, 31337, "chain id of a new dev chain", dev_only=True),

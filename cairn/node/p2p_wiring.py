@@ -1,22 +1,24 @@
 """Wiring of the p2p layer into a node: adapters from chain, pool and follower to the
-Protocols `cairn.p2p.api` asks for, block announcements from the producer, and the
-`--p2p.*` options turned into a `P2PConfig`. Kept out of service.py so that file stays small.
+Protocols `cairn.p2p.api` asks for, block announcements from the producer (a listener of
+`BlockCommitted`), and the `--p2p.*` options turned into a `P2PConfig`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from prometheus_client import CollectorRegistry
 
+from cairn.chain.bundle import bundle_from_parts, load_bundle
+from cairn.chain.chain import Chain
+from cairn.chain.events import BlockCommitted, ChainEvents
+from cairn.consensus.bft.engine import Outbox
 from cairn.consensus.follower import Follower
 from cairn.errors import ConfigError
-from cairn.execution.chain import BlockCommitted, Chain
-from cairn.execution.events import ChainEvents
-from cairn.execution.wire import bundle_from_parts, load_bundle
 from cairn.p2p import messages
-from cairn.p2p.api import P2PConfig
+from cairn.p2p.api import P2PConfig, P2PState
 from cairn.txpool.pool import TxPool
 from cairn.txpool.relay import TxRelay
 
@@ -70,12 +72,20 @@ class StoreChainView:
         return None if bundle is None else bundle.encode()
 
 
-class GossipRouter:
-    """`GossipHandlers`: blocks to the follower, transactions to the pool."""
+class ConsensusGate(Protocol):
+    """Judges consensus gossip: a validator's engine, or a full node's relay check."""
 
-    def __init__(self, follower: Follower, relay: TxRelay) -> None:
+    async def on_message(self, data: bytes, origin: str = "") -> bool: ...
+
+
+class GossipRouter:
+    """`GossipHandlers`: blocks to the follower, transactions to the pool, consensus messages
+    to the engine (or, on a full node of a validator network, to the relay check)."""
+
+    def __init__(self, follower: Follower, relay: TxRelay, consensus: ConsensusGate | None) -> None:
         self._follower = follower
         self._relay = relay
+        self._consensus = consensus
 
     async def on_block(self, data: bytes) -> bool:
         return await self._follower.on_gossip_block(data)
@@ -83,8 +93,10 @@ class GossipRouter:
     async def on_txs(self, data: bytes) -> bool:
         return self._relay.admit_gossip(messages.decode_txs(data))
 
-    async def on_consensus(self, data: bytes) -> bool:
-        return False  # no BFT engine on this node: nothing to judge, nothing relayed
+    async def on_consensus(self, data: bytes, origin: str) -> bool:
+        if self._consensus is None:
+            return False  # a sequencer network has no consensus messages: nothing relayed
+        return await self._consensus.on_message(data, origin)
 
     def on_new_peer(self, peer_id: str) -> None:
         # Transactions that were pooled while nobody listened (journal restore, a lost
@@ -103,21 +115,41 @@ class P2PLink:
         registry: CollectorRegistry,
         *,
         producer: bool,
+        consensus: ConsensusGate | None = None,
+        consensus_out: Outbox | None = None,
+        consensus_penalties: Outbox | None = None,
+        on_failed: Callable[[str], None] | None = None,
     ) -> None:
         # Imported here: py-libp2p costs 0.6 s and ~50 MiB to import, and a dev node without
         # p2p flags never needs it.
         from cairn.p2p.service import P2PService
 
         self.relay = TxRelay(pool, self._publish_txs)
+        router = GossipRouter(follower, self.relay, consensus)
+
+        def failed(state: P2PState) -> None:
+            if on_failed is not None:
+                on_failed(state.reason)
+
         self.service: P2PService = P2PService(
-            config, StoreChainView(chain), GossipRouter(follower, self.relay), registry
+            config,
+            StoreChainView(chain),
+            router,
+            registry,
+            on_failed=failed if on_failed is not None else None,
         )
-        follower.attach(self.service)
+        if consensus_out is not None:
+            consensus_out.connect(self._publish_consensus)
+        if consensus_penalties is not None:
+            consensus_penalties.connect_penaliser(self.service.penalise)
         self._unsubscribe = events.subscribe(self._announce) if producer else None
 
     def _publish_txs(self, raws: list[bytes]) -> None:
         for batch in messages.split_batches(raws):
             self.service.publish("txs", messages.encode_txs(batch))
+
+    def _publish_consensus(self, data: bytes) -> None:
+        self.service.publish("consensus", data)
 
     def _announce(self, event: BlockCommitted) -> None:
         block = event.result.block

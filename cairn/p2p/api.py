@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol
 
 
 class ChainView(Protocol):
@@ -34,7 +34,10 @@ class GossipHandlers(Protocol):
 
     async def on_txs(self, data: bytes) -> bool: ...
 
-    async def on_consensus(self, data: bytes) -> bool: ...
+    async def on_consensus(self, data: bytes, origin: str) -> bool:
+        """`origin`: the peer id that published the message (gossipsub signs it), which
+        the core may penalise itself when it proves the author faulty."""
+        ...
 
     def on_new_peer(self, peer_id: str) -> None:
         """A peer passed the handshake (called on the core loop)."""
@@ -66,6 +69,7 @@ class PeerSummary:
     head_hash: bytes
     score: float
     connected_at: float
+    status_at: float = 0.0  # wall-clock time of its last status answer (handshake or refresh)
 
 
 @dataclass(frozen=True)
@@ -75,3 +79,21 @@ class NodeSummary:
     port: int
     banned: tuple[str, ...] = ()
     stats: dict[str, int] = field(default_factory=dict)
+
+
+P2PStatus = Literal["running", "restarting", "failed", "stopped"]
+
+
+@dataclass(frozen=True)
+class P2PState:
+    """Whether the p2p thread is serving, for health endpoints.
+
+    `status` is "running", "restarting" (it ended unasked; a restart is scheduled),
+    "failed" (restarts exhausted: the node must not go on as if it had p2p) or "stopped";
+    `since` is wall-clock time, `reason` what ended it last, `restarts` how many times it
+    ended unasked within the restart window."""
+
+    status: P2PStatus
+    since: float
+    reason: str = ""
+    restarts: int = 0

@@ -44,8 +44,17 @@ class TrioThread:
         self._error: BaseException | None = None
 
     # ------------------------------------------------------------ lifecycle
-    def start(self, main: Callable[[], Awaitable[None]], core: asyncio.AbstractEventLoop) -> None:
-        """Start trio in a thread; `main` runs until `stop`; returns once trio is up."""
+    def start(
+        self,
+        main: Callable[[], Awaitable[None]],
+        core: asyncio.AbstractEventLoop,
+        on_exit: Callable[[BaseException | None], None] | None = None,
+    ) -> None:
+        """Start trio in a thread; `main` runs until `stop`; returns once trio is up.
+
+        `on_exit(error)` is called on the core loop once the thread has ended, whether by
+        `stop` (error None) or by a failure, so a supervisor can tell a crash from a stop.
+        """
         self._core = core
 
         async def runner() -> None:
@@ -60,11 +69,15 @@ class TrioThread:
         def target() -> None:
             try:
                 trio.run(runner)
-            except BaseException as exc:  # reported by stop(); the thread must not die silently
+            except BaseException as exc:  # reported to on_exit; the thread must not die silently
                 self._error = exc
                 log.exception("the p2p thread failed")
             finally:
+                self._token = None
                 self._ready.set()
+                if on_exit is not None and not core.is_closed():
+                    with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                        core.call_soon_threadsafe(on_exit, self._error)
 
         self._thread = threading.Thread(target=target, name=self._name, daemon=True)
         self._thread.start()

@@ -2,7 +2,7 @@
 requests and answers, and transaction batches. Pure encode/decode; no I/O here.
 
 Every decoder raises `PeerMessageError` for anything malformed, so one bad peer can never
-crash a handler; blocks inside stay RLP (see `cairn.execution.wire`).
+crash a handler; blocks inside stay RLP (see `cairn.chain.bundle`).
 """
 
 from __future__ import annotations

@@ -18,6 +18,8 @@ PENALTIES = {
     "bad-tx": 10.0,
     "bad-sync": 40.0,
     "protocol": 20.0,
+    # two conflicting signed consensus messages: proof of a faulty author, banned at once
+    "equivocation": 120.0,
 }
 BAN_THRESHOLD = -100.0
 # Scores heal slowly, so an honest peer's rare mistake is forgotten but a flood is not.

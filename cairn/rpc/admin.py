@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from cairn.execution.chain import Chain
+from cairn.chain.chain import Chain
 from cairn.rpc.dispatch import rpc_method
 
 

@@ -1,5 +1,5 @@
-"""What the RPC layer is given by the node: the chain, the pool, a block producer (when this
-node makes blocks), limits, and dev keys (dev mode only). Small protocols, no node imports.
+"""What the RPC layer is given by the node: the chain, the pool, its caches, limits, dev
+control and dev keys (dev mode only). Small protocols, no node imports.
 """
 
 from __future__ import annotations
@@ -13,34 +13,16 @@ from typing import Any, Protocol, TypeVar
 from eth.abc import BlockHeaderAPI
 from eth_typing import Address
 
+from cairn.chain.chain import Chain
+from cairn.chain.events import BlockCommitted, ChainEvents
 from cairn.execution.call import CallParams, CallRunner
 from cairn.execution.callworker import CallWorkers
-from cairn.execution.chain import BlockCommitted, Chain
 from cairn.execution.devstate import AccountOverride, ImpersonatedTx
-from cairn.execution.events import ChainEvents
+from cairn.rpc.logs import LogIndex
 from cairn.txpool.pool import TxPool
 from cairn.txpool.recovery import SenderRecovery
 
 T = TypeVar("T")
-
-
-class Clock(Protocol):
-    offset: int
-    next_timestamp: int | None
-    interval: int | None
-
-
-class BlockProducer(Protocol):
-    """The local sequencer, as dev-mode RPC methods drive it."""
-
-    automine: bool
-
-    @property
-    def clock(self) -> Clock: ...
-
-    async def produce(self, *, allow_empty: bool = False) -> BlockCommitted | None: ...
-
-    def set_interval(self, seconds: float) -> None: ...
 
 
 class DevControl(Protocol):
@@ -125,12 +107,13 @@ class Backend:
     chain: Chain
     pool: TxPool
     events: ChainEvents
+    log_index: LogIndex
     calls: CallRunner
     reads: Executor
     config: RpcConfig
     client_version: str
     dev_mode: bool = False
-    producer: BlockProducer | None = None
+    mining: bool = False  # this node makes blocks (eth_mining)
     dev_keys: Mapping[Address, bytes] = field(default_factory=dict)
     peer_count: Callable[[], int] = _no_peers
     syncing: Callable[[], dict[str, Any] | bool] = _not_syncing

@@ -1,6 +1,6 @@
 """Dev-chain helpers as Anvil and Hardhat name them (evm_*, anvil_*, hardhat_*), signing with
-the dev accounts (eth_sign, personal_sign, eth_signTypedData_v4), and eth_sendTransaction
-from impersonated accounts.
+the dev accounts (eth_sign, personal_sign, eth_signTypedData_v4), and `DevSends`: what a dev
+chain adds to the send methods of cairn/rpc/send.py (impersonated senders, automine answers).
 
 Answers match Anvil's where the persistent chain allows; the intended differences are in
 docs/rpc.md: a state-setting helper commits a block (the block number advances), and
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import replace
 from typing import Any
 
 from eth_account import Account
@@ -28,7 +29,7 @@ from cairn.rpc import params
 from cairn.rpc.backend import Backend, DevControl
 from cairn.rpc.dispatch import rpc_method
 from cairn.rpc.errors import METHOD_NOT_FOUND, SERVER_ERROR, RpcError, invalid_params
-from cairn.rpc.eth import DEFAULT_PRIORITY_FEE, EthNamespace
+from cairn.rpc.eth import DEFAULT_PRIORITY_FEE
 from cairn.rpc.feed import LiveFeed
 from cairn.rpc.format import hexb, q
 
@@ -37,15 +38,15 @@ MAX_NONCE = 2**64 - 1
 INCLUSION_WAIT_SECONDS = 30.0
 
 
-class DevNamespace:
-    def __init__(self, backend: Backend, eth: EthNamespace, feed: LiveFeed) -> None:
+class DevSends:
+    """Dev-chain sends: with automine an answer waits until its transaction is mined, and
+    impersonated accounts send without a key."""
+
+    def __init__(self, backend: Backend, feed: LiveFeed) -> None:
         self.b = backend
-        self.eth = eth
-        self._feed = feed
         self._waiting: dict[bytes, list[asyncio.Future[None]]] = {}
         feed.blocks.add(self._on_block)
 
-    # ------------------------------------------------------------ automine answers
     def _on_block(self, stored: StoredBlock) -> None:
         if not self._waiting:
             return
@@ -59,7 +60,7 @@ class DevNamespace:
                 if not future.done():
                     future.set_result(None)
 
-    async def _until_mined(self, tx_hash: bytes) -> None:
+    async def until_mined(self, tx_hash: bytes) -> None:
         """With automine, wait until `tx_hash` is in a committed block, if it can be mined
         now (a transaction queued behind a nonce gap is answered at once)."""
         dev = self.b.dev
@@ -84,12 +85,55 @@ class DevNamespace:
                 if not waiters:
                     del self._waiting[tx_hash]
 
-    @rpc_method("eth_sendRawTransaction")
-    async def send_raw_transaction(self, raw: Any) -> str:
-        """eth.py's, answered after mining when the dev chain automines."""
-        tx_hash: str = await self.eth.send_raw_transaction(raw)
-        await self._until_mined(bytes.fromhex(tx_hash[2:]))
-        return tx_hash
+    async def send_impersonated(self, sender: Address, tx: dict[str, Any]) -> bytes:
+        """eth_sendTransaction from `sender`, which has no dev key: it must be impersonated."""
+        dev = self.b.dev
+        if dev is None or not dev.is_impersonated(sender):
+            raise RpcError(
+                SERVER_ERROR,
+                f"no key for 0x{sender.hex()}: it is neither a dev account nor impersonated "
+                "(anvil_impersonateAccount)",
+            )
+        call = params.call_params(tx, 0)
+        view = self.b.chain.head_view()
+        nonce = (
+            params.quantity(tx["nonce"], 0, name="nonce")
+            if tx.get("nonce") is not None
+            else dev.pending_nonce(sender)
+        )
+        gas = call.gas
+        if gas is None:
+            gas = await self.b.estimate_gas(view.header, call)
+        request = ImpersonatedTx(
+            sender=sender,
+            nonce=nonce,
+            gas=gas,
+            to=call.to,
+            value=call.value,
+            data=call.data,
+            access_list=call.access_list,
+        )
+        if tx.get("gasPrice") is not None:
+            price = params.quantity(tx["gasPrice"], 0, name="gasPrice")
+            request = replace(request, gas_price=price)
+        else:
+            tip = (
+                params.quantity(tx["maxPriorityFeePerGas"], 0, name="maxPriorityFeePerGas")
+                if tx.get("maxPriorityFeePerGas") is not None
+                else DEFAULT_PRIORITY_FEE
+            )
+            cap = (
+                params.quantity(tx["maxFeePerGas"], 0, name="maxFeePerGas")
+                if tx.get("maxFeePerGas") is not None
+                else view.next_base_fee * 2 + tip
+            )
+            request = replace(request, max_fee=cap, max_tip=tip)
+        return await dev.send_impersonated(request)
+
+
+class DevNamespace:
+    def __init__(self, backend: Backend) -> None:
+        self.b = backend
 
     def _dev(self, method: str) -> DevControl:
         dev = self.b.dev
@@ -299,62 +343,6 @@ class DevNamespace:
     async def anvil_auto_impersonate(self, enabled: Any) -> None:
         dev = self._dev("anvil_autoImpersonateAccount")
         dev.set_auto_impersonate(params.boolean(enabled, 0))
-
-    @rpc_method("eth_sendTransaction")
-    async def send_transaction(self, tx: Any) -> str:
-        """Dev keys sign as eth.py does; impersonated senders need no key."""
-        dev = self.b.dev
-        sender = (
-            params.address(tx["from"], 0, name="from")
-            if isinstance(tx, dict) and tx.get("from") is not None
-            else None
-        )
-        if dev is None or sender is None or sender in self.b.dev_keys:
-            signed: str = await self.eth.send_transaction(tx)
-            await self._until_mined(bytes.fromhex(signed[2:]))
-            return signed
-        if not dev.is_impersonated(sender):
-            raise RpcError(
-                SERVER_ERROR,
-                f"no key for 0x{sender.hex()}: it is neither a dev account nor impersonated "
-                "(anvil_impersonateAccount)",
-            )
-        call = params.call_params(tx, 0)
-        view = self.b.chain.head_view()
-        nonce = (
-            params.quantity(tx["nonce"], 0, name="nonce")
-            if tx.get("nonce") is not None
-            else dev.pending_nonce(sender)
-        )
-        gas = call.gas
-        if gas is None:
-            header = view.header
-            gas = await self.b.estimate_gas(header, call)
-        request = ImpersonatedTx(
-            sender=sender,
-            nonce=nonce,
-            gas=gas,
-            to=call.to,
-            value=call.value,
-            data=call.data,
-            access_list=call.access_list,
-        )
-        if tx.get("gasPrice") is not None:
-            price = params.quantity(tx["gasPrice"], 0, name="gasPrice")
-            request = ImpersonatedTx(**{**request.__dict__, "gas_price": price})
-        else:
-            tip = (
-                params.quantity(tx["maxPriorityFeePerGas"], 0, name="maxPriorityFeePerGas")
-                if tx.get("maxPriorityFeePerGas") is not None
-                else DEFAULT_PRIORITY_FEE
-            )
-            cap = (
-                params.quantity(tx["maxFeePerGas"], 0, name="maxFeePerGas")
-                if tx.get("maxFeePerGas") is not None
-                else view.next_base_fee * 2 + tip
-            )
-            request = ImpersonatedTx(**{**request.__dict__, "max_fee": cap, "max_tip": tip})
-        return hexb(await dev.send_impersonated(request))
 
     # ------------------------------------------------------------ signing
     @rpc_method("eth_sign")

@@ -42,12 +42,27 @@ def rpc_method(name: str) -> Callable[[Handler], Handler]:
 
 
 def collect(namespace: object) -> dict[str, Handler]:
+    """The methods `namespace`'s class marks with `rpc_method` (not callables it merely holds,
+    such as another namespace's bound method)."""
     methods: dict[str, Handler] = {}
-    for attr in dir(namespace):
-        fn = getattr(namespace, attr)
-        name = getattr(fn, "rpc_name", None)
+    for attr in dir(type(namespace)):
+        name = getattr(getattr(type(namespace), attr), "rpc_name", None)
         if name is not None:
+            methods[name] = getattr(namespace, attr)
+    return methods
+
+
+def collect_all(*namespaces: object) -> dict[str, Handler]:
+    """Every method of `namespaces`; a name registered twice is a wiring bug, refused here."""
+    methods: dict[str, Handler] = {}
+    owners: dict[str, str] = {}
+    for namespace in namespaces:
+        owner = type(namespace).__name__
+        for name, fn in collect(namespace).items():
+            if name in methods:
+                raise ValueError(f"{name} is registered by both {owners[name]} and {owner}")
             methods[name] = fn
+            owners[name] = owner
     return methods
 
 

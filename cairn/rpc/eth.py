@@ -6,8 +6,7 @@ from typing import Any, TypeVar
 
 from eth.abc import BlockHeaderAPI, StateAPI
 from eth.vm.forks.london.headers import calculate_expected_base_fee_per_gas
-from eth_account import Account
-from eth_utils import keccak, to_checksum_address
+from eth_utils import keccak
 
 from cairn.execution.fees import effective_gas_price
 from cairn.execution.reader import StoredBlock
@@ -26,14 +25,9 @@ from cairn.rpc.format import (
     q,
 )
 from cairn.rpc.logs import parse_filter
-from cairn.txpool.intake import Intake
 
 T = TypeVar("T")
 DEFAULT_PRIORITY_FEE = 1_000_000_000
-# Formatted committed blocks and receipts, keyed by block hash (blocks never change).
-# Held as JSON text: the server embeds it in answers without re-encoding.
-_BLOCKS: LruCache[RawJson] = LruCache(64)
-_RECEIPTS: LruCache[RawJson] = LruCache(64)
 
 
 class EthNamespace:
@@ -41,8 +35,11 @@ class EthNamespace:
         self.b = backend
         self.chain = backend.chain
         self.reader = backend.chain.reader
-        self.intake = Intake(backend.pool, backend.recovery)
         self.blocks = BlockResolver(self.reader)
+        # Formatted committed blocks and receipts, keyed by block hash (blocks never change).
+        # Held as JSON text: the server embeds it in answers without re-encoding.
+        self._formatted: LruCache[RawJson] = LruCache(64)
+        self._receipts: LruCache[RawJson] = LruCache(64)
 
     # ------------------------------------------------------------ helpers
 
@@ -61,12 +58,12 @@ class EthNamespace:
 
     def _formatted_block(self, stored: StoredBlock, full: bool) -> RawJson:
         """Formatted once per block: a 1,400-transaction block costs tens of ms to format."""
-        return _BLOCKS.get_or_build(
+        return self._formatted.get_or_build(
             (stored.header.hash, full), lambda: RawJson.of(format_block(stored, full))
         )
 
     def _formatted_receipts(self, stored: StoredBlock) -> RawJson:
-        return _RECEIPTS.get_or_build(
+        return self._receipts.get_or_build(
             stored.header.hash,
             lambda: RawJson.of(
                 [format_receipt(stored, i) for i in range(len(stored.transactions))]
@@ -120,7 +117,7 @@ class EthNamespace:
 
     @rpc_method("eth_mining")
     async def mining(self) -> bool:
-        return self.b.producer is not None
+        return self.b.mining
 
     @rpc_method("eth_hashrate")
     async def hashrate(self) -> str:
@@ -235,75 +232,6 @@ class EthNamespace:
         return q(gas)
 
     # ------------------------------------------------------------ transactions
-    @rpc_method("eth_sendRawTransaction")
-    async def send_raw_transaction(self, raw: Any) -> str:
-        result = await self.intake.submit(params.data(raw, 0))
-        if result.error is not None:
-            raise result.error
-        assert result.tx_hash is not None
-        return hexb(result.tx_hash)
-
-    @rpc_method("eth_sendTransaction")
-    async def send_transaction(self, tx: Any) -> str:
-        if not self.b.dev_mode:
-            raise RpcError(
-                SERVER_ERROR,
-                "eth_sendTransaction needs an unlocked account: "
-                "sign locally and use eth_sendRawTransaction",
-            )
-        if not isinstance(tx, dict) or "from" not in tx:
-            raise invalid_params('invalid argument 0: transaction object with "from" required')
-        sender = params.address(tx["from"], 0, name="from")
-        key = self.b.dev_keys.get(sender)
-        if key is None:
-            raise RpcError(SERVER_ERROR, f"no unlocked dev account for 0x{sender.hex()}")
-        call = params.call_params(tx, 0)
-        view = self.chain.head_view()
-        nonce = (
-            params.quantity(tx["nonce"], 0, name="nonce")
-            if tx.get("nonce") is not None
-            else self.b.pool.pending_nonce(sender, view.nonce(sender))
-        )
-        gas = call.gas
-        if gas is None:
-            header = view.header
-            gas = await self.b.estimate_gas(header, call)
-        fields: dict[str, Any] = {
-            "chainId": self.chain.chain_id,
-            "nonce": nonce,
-            "gas": gas,
-            "value": call.value,
-            "data": call.data,
-        }
-        if call.to is not None:
-            fields["to"] = to_checksum_address(call.to)  # eth_account refuses lower case
-        if tx.get("gasPrice") is not None:
-            fields["gasPrice"] = params.quantity(tx["gasPrice"], 0, name="gasPrice")
-        else:
-            tip = (
-                params.quantity(tx["maxPriorityFeePerGas"], 0)
-                if tx.get("maxPriorityFeePerGas") is not None
-                else DEFAULT_PRIORITY_FEE
-            )
-            fields["maxPriorityFeePerGas"] = tip
-            fields["maxFeePerGas"] = (
-                params.quantity(tx["maxFeePerGas"], 0)
-                if tx.get("maxFeePerGas") is not None
-                else view.next_base_fee * 2 + tip
-            )
-            fields["type"] = 2
-        if call.access_list:
-            fields["accessList"] = [
-                {
-                    "address": "0x" + a.hex(),
-                    "storageKeys": ["0x" + k.to_bytes(32, "big").hex() for k in keys],
-                }
-                for a, keys in call.access_list
-            ]
-        signed = Account.sign_transaction(fields, key)
-        tx_hash: str = await self.send_raw_transaction(hexb(bytes(signed.raw_transaction)))
-        return tx_hash
-
     @rpc_method("eth_getTransactionByHash")
     async def get_transaction_by_hash(self, tx_hash: Any) -> dict[str, Any] | None:
         h = params.hash32(tx_hash, 0)
@@ -400,7 +328,7 @@ class EthNamespace:
             stored = self.reader.block_by_hash(flt.block_hash)
             if stored is None:
                 raise RpcError(SERVER_ERROR, "unknown block")
-            return list(flt.logs_in(stored))
+            return list(flt.logs_in(stored, self.b.log_index))
         head = self.reader.head_number
         start = self._number_of(flt.from_block)
         end = self._number_of(flt.to_block)
@@ -427,7 +355,7 @@ class EthNamespace:
                 stored = self.reader.block_by_number(number)
                 if stored is None:
                     continue
-                found.extend(flt.logs_in(stored))
+                found.extend(flt.logs_in(stored, self.b.log_index))
                 if len(found) > max_results:
                     raise RpcError(
                         LIMIT_EXCEEDED,

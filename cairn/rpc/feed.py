@@ -14,9 +14,9 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from cairn.execution.chain import BlockCommitted
-from cairn.execution.events import ChainEvents, ChainRewound
+from cairn.chain.events import BlockCommitted, ChainEvents, ChainRewound
 from cairn.execution.reader import StoredBlock
+from cairn.rpc.logs import LogIndex
 from cairn.txpool.admission import DecodedTx
 from cairn.txpool.pool import TxPool
 
@@ -48,8 +48,10 @@ class LiveFeed:
         events: ChainEvents,
         pool: TxPool,
         syncing: Callable[[], SyncStatus],
+        log_index: LogIndex,
         tick_seconds: float = 1.0,
     ) -> None:
+        self.log_index = log_index  # the node's formatted logs, shared by filters and subs
         self.blocks: _Listeners[BlockListener] = _Listeners()
         self.txs: _Listeners[TxListener] = _Listeners()
         self.rewinds: _Listeners[RewindListener] = _Listeners()

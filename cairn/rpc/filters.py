@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from cairn.execution.events import ChainRewound
+from cairn.chain.events import ChainRewound
 from cairn.execution.reader import StoredBlock
 from cairn.rpc.backend import RpcConfig
 from cairn.rpc.dispatch import rpc_method
@@ -85,12 +85,14 @@ class FilterNamespace:
         feed: LiveFeed,
         timeout: float,
         get_logs: Callable[[Any], Awaitable[list[dict[str, Any]]]],
+        limits: FilterLimits | None = None,
     ) -> None:
         self._timeout = timeout
         self._get_logs = get_logs
         self._filters: dict[str, _Filter] = {}
         self._unread = 0  # entries held by every filter together
-        self.limits = FilterLimits()
+        self.limits = limits or FilterLimits()
+        self._log_index = feed.log_index
         feed.blocks.add(self._on_block)
         feed.txs.add(self._on_txs)
         feed.rewinds.add(self._on_rewind)
@@ -240,7 +242,7 @@ class FilterNamespace:
         assert flt.criteria is not None
         logs: list[dict[str, Any]] = []
         for stored, removed in blocks:
-            for entry in flt.criteria.logs_in(stored):
+            for entry in flt.criteria.logs_in(stored, self._log_index):
                 logs.append({**entry, "removed": True} if removed else entry)
         return logs
 

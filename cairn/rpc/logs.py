@@ -46,10 +46,10 @@ class LogFilter:
                 return False
         return True
 
-    def logs_in(self, stored: StoredBlock) -> Iterator[dict[str, Any]]:
+    def logs_in(self, stored: StoredBlock, logs: LogIndex) -> Iterator[dict[str, Any]]:
         if not self.could_match(stored.header.bloom):
             return
-        index = block_logs(stored)
+        index = logs.of(stored)
         for i in index.candidates(self):
             entry = index.entries[i]
             if self.matches(entry.address, entry.topics):
@@ -99,27 +99,31 @@ class BlockLogs:
         return range(len(self.entries)) if best is None else best
 
 
-_BLOCK_LOGS: LruCache[BlockLogs] = LruCache(1024)
+class LogIndex:
+    """Every log of a block, formatted and indexed once per block (blocks never change), for
+    the blocks read most recently. One per node."""
+
+    def __init__(self, blocks: int = 1024) -> None:
+        self._cache: LruCache[BlockLogs] = LruCache(blocks)
+
+    def of(self, stored: StoredBlock) -> BlockLogs:
+        return self._cache.get_or_build(stored.header.hash, lambda: _index(stored))
 
 
-def block_logs(stored: StoredBlock) -> BlockLogs:
-    """Every log of `stored`, formatted and indexed once per block (blocks never change)."""
-
-    def build() -> BlockLogs:
-        entries: list[IndexedLog] = []
-        log_index = 0
-        for tx_index, receipt in enumerate(stored.receipts):
-            if receipt.logs:
-                formatted = format_logs(stored, tx_index, log_index)
-                for log, json in zip(receipt.logs, formatted, strict=True):
-                    topics = tuple(_topic_bytes(t) for t in log.topics)
-                    entries.append(IndexedLog(bytes(log.address), topics, json))
-            log_index += len(receipt.logs)
-        return BlockLogs.of(tuple(entries))
-
-    return _BLOCK_LOGS.get_or_build(stored.header.hash, build)
+def _index(stored: StoredBlock) -> BlockLogs:
+    entries: list[IndexedLog] = []
+    log_index = 0
+    for tx_index, receipt in enumerate(stored.receipts):
+        if receipt.logs:
+            formatted = format_logs(stored, tx_index, log_index)
+            for log, json in zip(receipt.logs, formatted, strict=True):
+                topics = tuple(_topic_bytes(t) for t in log.topics)
+                entries.append(IndexedLog(bytes(log.address), topics, json))
+        log_index += len(receipt.logs)
+    return BlockLogs.of(tuple(entries))
 
 
+# A pure function of its argument, so one cache for the process is right.
 @functools.lru_cache(maxsize=4096)
 def _bloom_bits(item: bytes) -> int:
     """The three bits `item` sets in a 2048-bit bloom (eth_bloom's rule), as one mask."""

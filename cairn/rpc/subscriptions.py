@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from cairn.execution.events import ChainRewound
+from cairn.chain.events import ChainRewound
 from cairn.execution.reader import StoredBlock
 from cairn.rpc import params
 from cairn.rpc.dispatch import rpc_method
@@ -121,12 +121,12 @@ class SubscriptionNamespace:
 
     def _logs(self, criteria: LogFilter, send: Callable[[Any], None]) -> list[Callable[[], None]]:
         def on_block(stored: StoredBlock) -> None:
-            for entry in criteria.logs_in(stored):
+            for entry in criteria.logs_in(stored, self._feed.log_index):
                 send(entry)
 
         def on_rewind(event: ChainRewound) -> None:
             for stored in reversed(event.removed):
-                for entry in criteria.logs_in(stored):
+                for entry in criteria.logs_in(stored, self._feed.log_index):
                     send({**entry, "removed": True})
 
         return [self._feed.blocks.add(on_block), self._feed.rewinds.add(on_rewind)]

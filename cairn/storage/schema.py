@@ -34,6 +34,7 @@ STATE_PREFIX = b"S"
 JOURNAL_PREFIX = b"P"
 _DEV_EXTRAS = b"O"
 DEV_SNAPSHOT_PREFIX = b"D"
+EVIDENCE_PREFIX = b"E"
 
 SCHEMA_VERSION_KEY = _META + b"schema-version"
 GENESIS_HASH_KEY = _META + b"genesis-hash"
@@ -97,6 +98,11 @@ def dev_extras_key(number: int) -> bytes:
 
 def dev_snapshot_key(snapshot_id: int) -> bytes:
     return DEV_SNAPSHOT_PREFIX + _number(snapshot_id)
+
+
+def evidence_key(height: int, round_: int, kind: int, validator: bytes) -> bytes:
+    """Equivocation evidence, one record per (height, round, vote kind, validator)."""
+    return EVIDENCE_PREFIX + _number(height) + _number(round_) + bytes([kind]) + validator
 
 
 def encode_number(n: int) -> bytes:

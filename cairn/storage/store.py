@@ -320,6 +320,25 @@ class ChainStore:
         value: bytes | None = self._db.get(schema.dev_snapshot_key(snapshot_id))
         return value
 
+    # ---------------------------------------------------------------- consensus evidence
+    def save_evidence(
+        self, height: int, round_: int, kind: int, validator: bytes, raw: bytes
+    ) -> None:
+        """Keep proof that `validator` signed two different votes (synced write)."""
+        key = schema.evidence_key(height, round_, kind, validator)
+        with self._write_lock:
+            self._db.put(key, raw, sync=True)
+
+    def load_evidence(self, limit: int = 1000) -> list[bytes]:
+        """Stored evidence records, oldest height first."""
+        found: list[bytes] = []
+        with self._db.iterator(prefix=schema.EVIDENCE_PREFIX, include_key=False) as values:
+            for value in values:
+                found.append(value)
+                if len(found) >= limit:
+                    break
+        return found
+
     # ---------------------------------------------------------------- txpool journal
     def save_journal(self, entries: Iterable[tuple[bytes, bytes]]) -> None:
         """Durably record accepted raw transactions (fsync before returning)."""

@@ -203,7 +203,7 @@ def test_thousand_transactions_rows_match_rpc(
         # ---- network state and metrics
         network = fetch(mirror_db, "SELECT * FROM network_state")[0]
         assert network["chain_id"] == 31337
-        assert network["mode"] == "sequencer"
+        assert network["mode"] == "dev"
         assert network["head_number"] == last
         assert metric(node, "cairn_mirror_lag_blocks") == 0
         assert (metric(node, "cairn_mirror_rows_written_total") or 0) >= len(hashes) + len(logs)

@@ -26,11 +26,13 @@ def metric(text: str, name: str, labels: str = "") -> float:
 
 def test_health_status_and_metrics(dev_node: NodeProcess) -> None:
     base = dev_node.url
-    assert get(base + "/health") == (200, '{"status": "ok"}')
+    status, body = get(base + "/health")
+    assert status == 200 and json.loads(body)["status"] == "ok"
+    assert json.loads(body)["p2p"] is None  # a dev node without p2p flags runs none
     status, body = get(base + "/healthz")
     assert status == 200
     assert json.loads(body) == {
-        "ok": True, "mode": "sequencer", "chainId": 31337, "blockNumber": 0, "healthy": True,
+        "ok": True, "mode": "dev", "chainId": 31337, "blockNumber": 0, "healthy": True,
     }  # fmt: skip
     assert get(base + "/health/ready")[0] == 200
 
@@ -38,7 +40,8 @@ def test_health_status_and_metrics(dev_node: NodeProcess) -> None:
     wait_until(lambda: dev_node.call("eth_blockNumber") == "0x1", timeout=30, message="block 1")
 
     chain = json.loads(get(base + "/health/blockchain")[1])
-    assert chain["blockNumber"] == 1 and chain["mode"] == "sequencer"
+    assert chain["blockNumber"] == 1 and chain["mode"] == "dev"
+    assert chain["maxHeadAgeSeconds"] is None  # automine: blocks come with transactions
     full = json.loads(get(base + "/status")[1])
     assert full["blockNumber"] == 1 and full["txpool"] == {"pending": 0, "queued": 0}
 

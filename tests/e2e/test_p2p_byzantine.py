@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from eth_keys.datatypes import PrivateKey
 
-from cairn.consensus.commit import make_commit
+from cairn.chain.bundle import BlockBundle
+from cairn.chain.commit import make_commit
 from cairn.execution.builder import BlockEnv
 from cairn.execution.forks import encode_header
-from cairn.execution.wire import BlockBundle
 from tests.support.byzantine import run_byzantine
 from tests.support.chain import CHAIN_ID, PRODUCER, open_chain, transfer
 from tests.support.net import LocalNet, log_has, metric, peer_count, wait_receipt

@@ -23,6 +23,7 @@ from tests.support.proc import REPO, run_cli
 from tests.support.wait import wait_until
 
 pytestmark = pytest.mark.e2e
+UP_ARGS = ("--interval", "1")
 
 
 def _free_run(count: int) -> int:
@@ -69,8 +70,13 @@ def test_init_writes_a_consistent_network(tmp_path: Path) -> None:
         services
     )
     assert services["fullnode-2"]["networks"]["cairn"]["ipv4_address"] == "172.28.0.12"
-    assert services["sequencer"]["command"] == ["run", "--config", "/data/config.docker.toml"]
-    assert services["postgres"]["profiles"] == ["mirror"]
+    assert services["sequencer"]["command"] == [
+        "run",
+        "--config",
+        "/testnet/sequencer/config.docker.toml",
+    ]
+    assert "profiles" not in services["postgres"]  # wired to fullnode-1's mirror
+    assert services["prometheus"]["profiles"] == ["observability"]
     again = run_cli("testnet", "init", "--sequencer", "--fullnodes", "2", "--dir", str(root))
     assert again.returncode != 0 and "nothing was changed" in again.stderr
 
@@ -147,3 +153,79 @@ def test_up_local_runs_the_network_and_stops_it(tmp_path: Path) -> None:
     for url in urls:
         with pytest.raises(OSError):
             rpc.call(url, "eth_chainId", timeout=2)
+
+
+@pytest.mark.slow
+def test_a_validator_network_from_init_runs_with_up_local(tmp_path: Path) -> None:
+    """`testnet init --validators 4 --fullnodes 1`: BFT genesis, a key per validator, every
+    validator bootstrapping from the others; `up --local` runs it, the view shows each node's
+    real state, and a transaction sent to the full node is final on all five."""
+    root = tmp_path / "tn"
+    p2p, http = _free_run(5), _free_run(5)
+    done = run_cli(
+        "testnet",
+        "init",
+        "--validators",
+        "4",
+        "--fullnodes",
+        "1",
+        "--dir",
+        str(root),
+        "--p2p-port",
+        str(p2p),
+        "--http-port",
+        str(http),
+    )
+    assert done.returncode == 0, done.stderr
+    genesis = load_genesis(root / "genesis.json")
+    assert genesis.consensus.mode == "validators" and len(genesis.consensus.producers) == 4
+    assert genesis.consensus.block_time == 1.0 and genesis.consensus.empty_blocks
+    manifest = json.loads((root / "testnet.json").read_text())
+    assert [n["mode"] for n in manifest["nodes"]] == ["validator"] * 4 + ["fullnode"]
+    for i in range(1, 5):
+        local = tomllib.loads((root / f"validator-{i}" / "config.toml").read_text())
+        assert len(local["bootnodes"].split(",")) == 3  # the other validators
+        assert (root / f"validator-{i}" / "password.txt").stat().st_mode & 0o777 == 0o600
+    assert (root / "k8s" / "README.md").exists()  # manifests are for sequencer networks
+    urls = [f"http://127.0.0.1:{http + i}" for i in range(5)]
+    out = (tmp_path / "up.out").open("wb")
+    up = subprocess.Popen(
+        [sys.executable, "-m", "cairn", "testnet", "up", "--local", "--dir", str(root), *UP_ARGS],
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        cwd=REPO,
+    )
+    try:
+
+        def view() -> str:
+            return (tmp_path / "up.out").read_text(errors="replace")
+
+        wait_until(
+            lambda: all(int(str(rpc.call(u, "eth_blockNumber")), 16) >= 3 for u in urls),
+            timeout=240,
+            interval=1,
+            message="five nodes at #3",
+        )
+        assert "validator-1  log " in view()  # where each node's log is
+        tx_hash = rpc.call(urls[4], "eth_sendRawTransaction", "0x" + transfer(0, 0).hex())
+        wait_until(
+            lambda: (
+                len(
+                    {
+                        (rpc.call(u, "eth_getTransactionReceipt", tx_hash) or {}).get("blockHash")
+                        for u in urls
+                    }
+                    - {None}
+                )
+                == 1
+                and all(rpc.call(u, "eth_getTransactionReceipt", tx_hash) for u in urls)
+            ),
+            timeout=90,
+            message="the transaction final on all five nodes",
+        )
+    finally:
+        if up.poll() is None:
+            up.send_signal(signal.SIGINT)
+        code = up.wait(timeout=90)
+        out.close()
+    assert code == 0, view()

@@ -1,8 +1,9 @@
-"""The follower on two real LevelDB chains in one process: gossip import, out-of-order
-gossip, range sync from a peer, and forged blocks refused without touching storage.
+"""The follower and block sync on two real LevelDB chains in one process: gossip import,
+out-of-order gossip, range sync from a peer, a peer that answers nothing, and forged blocks
+refused without touching storage.
 
 The `BlockSource` here serves the producer chain's stored blocks directly: it stands in
-for the transport, which the e2e tests cover; the follower itself is the real one.
+for the transport, which the e2e tests cover; follower and block sync are the real ones.
 """
 
 from __future__ import annotations
@@ -15,29 +16,38 @@ from pathlib import Path
 import pytest
 from eth_keys.datatypes import PrivateKey
 
-from cairn.consensus.commit import make_commit
+from cairn.chain.apply import BlockApplier
+from cairn.chain.bundle import BlockBundle, load_bundle
+from cairn.chain.chain import Chain
+from cairn.chain.commit import make_commit
+from cairn.chain.events import BlockCommitted, ChainEvents
+from cairn.consensus.blocksync import BlockSync
 from cairn.consensus.follower import Follower
 from cairn.errors import CairnError, InvalidBlock, InvalidCommit
-from cairn.execution.chain import BlockCommitted, Chain
-from cairn.execution.events import ChainEvents
 from cairn.execution.forks import encode_header
-from cairn.execution.wire import BlockBundle, load_bundle
 from cairn.txpool.pool import TxPool
 from tests.support.chain import CHAIN_ID, PRODUCER, mine, open_chain, transfer
+from tests.support.wait import wait_until_async
 
 BLOCKS = 6
 
 
 class StoreSource:
-    def __init__(self, chain: Chain) -> None:
+    def __init__(self, chain: Chain, *, empty: bool = False) -> None:
         self.chain = chain
+        self.empty = empty  # answer every range with nothing (a lying peer)
         self.penalties: list[tuple[str, str]] = []
         self.synced = 0
 
     def best_head(self) -> int:
         return self.chain.store.head.number
 
+    def is_running(self) -> bool:
+        return True
+
     async def fetch_range(self, start: int, count: int) -> tuple[str, list[bytes]]:
+        if self.empty:
+            return "peer-a", []
         out = []
         for n in range(start, min(start + count, self.best_head() + 1)):
             bundle = load_bundle(self.chain.reader, n)
@@ -73,7 +83,7 @@ def test_gossip_out_of_order_and_forgeries(tmp_path: Path, producer: Chain) -> N
             seen: list[int] = []
             events.subscribe(lambda e: seen.append(e.number))
             pool = TxPool(chain.fork, CHAIN_ID, chain.head_view, chain.store)
-            follower = Follower(chain, pool, events, writer, importing=True)
+            follower = Follower(BlockApplier(chain, pool, events, writer), importing=True)
 
             assert await follower.on_gossip_block(_bundle(producer, 1)) is True
             assert chain.store.head.number == 1 and seen == [1]
@@ -128,17 +138,50 @@ def test_range_sync_catches_up_and_reports(tmp_path: Path, producer: Chain) -> N
 
             events.subscribe(on_block)
             pool = TxPool(chain.fork, CHAIN_ID, chain.head_view, chain.store)
-            follower = Follower(chain, pool, events, writer, importing=True)
+            applier = BlockApplier(chain, pool, events, writer)
+            follower = Follower(applier, importing=True)
             source = StoreSource(producer)
-            follower.attach(source)
-            follower.start()
+            sync = BlockSync(applier, follower, source)
+            assert sync.syncing() == {
+                "startingBlock": "0x0",
+                "currentBlock": "0x0",
+                "highestBlock": hex(BLOCKS),
+            }
+            sync.start()
             try:
                 await asyncio.wait_for(done.wait(), 60)
             finally:
-                await follower.stop()
+                await sync.stop()
             for n in range(BLOCKS + 1):
                 assert chain.reader.header_by_number(n) == producer.reader.header_by_number(n)
             assert source.synced == BLOCKS and source.penalties == []
-            assert follower.syncing() is False
+            assert sync.syncing() is False
+            assert applier.applied == BLOCKS
+
+    asyncio.run(scenario())
+
+
+def test_a_peer_that_answers_nothing_is_penalised_and_sync_says_behind(
+    tmp_path: Path, producer: Chain
+) -> None:
+    async def scenario() -> None:
+        with open_chain(tmp_path / "follower") as chain, ThreadPoolExecutor(1) as writer:
+            pool = TxPool(chain.fork, CHAIN_ID, chain.head_view, chain.store)
+            applier = BlockApplier(chain, pool, ChainEvents(), writer)
+            source = StoreSource(producer, empty=True)
+            sync = BlockSync(applier, Follower(applier, importing=True), source)
+            sync.start()
+            try:
+
+                async def penalised() -> bool:
+                    return bool(source.penalties)
+
+                await wait_until_async(penalised, within=30, message="a penalty")
+            finally:
+                await sync.stop()
+            assert source.penalties[0] == ("peer-a", "EmptyRange")
+            assert chain.store.head.number == 0
+            status = sync.syncing()
+            assert isinstance(status, dict) and status["highestBlock"] == hex(BLOCKS)
 
     asyncio.run(scenario())

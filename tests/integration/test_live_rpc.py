@@ -36,8 +36,7 @@ async def _scenario(datadir: Path) -> None:
     node = Node(dev_node_settings(datadir))
     await node.start()
     try:
-        assert node.live is not None and node.rpc is not None
-        feed, subs = node.live.feed, node.live.subscriptions
+        feed, subs = node.methods.feed, node.methods.subscriptions
         baseline = [len(feed.blocks), len(feed.txs), len(feed.rewinds), len(feed.sync)]
         url = f"http://127.0.0.1:{node.rpc.bound_ports[0]}/"
         async with aiohttp.ClientSession() as http:

@@ -14,10 +14,10 @@ import pytest
 from eth._utils.address import generate_contract_address
 from eth_typing import Address
 
-from cairn.consensus.commit import make_commit
+from cairn.chain.chain import Chain
+from cairn.chain.commit import make_commit
 from cairn.errors import MirrorError
 from cairn.execution.builder import BlockEnv
-from cairn.execution.chain import Chain
 from cairn.genesis.dev import dev_genesis
 from cairn.mirror.migrate import apply_migrations, load_migrations
 from cairn.mirror.service import Mirror, MirrorConfig, NodeInfo

@@ -10,9 +10,9 @@ from typing import Any
 from eth_account import Account
 from eth_keys.datatypes import PrivateKey
 
-from cairn.consensus.commit import make_commit
+from cairn.chain.chain import Chain, open_store
+from cairn.chain.commit import make_commit
 from cairn.execution.builder import BlockEnv, BlockResult
-from cairn.execution.chain import Chain, open_store
 from cairn.execution.forks import fork_named
 from cairn.genesis.dev import DEV_PRODUCER_KEY, dev_accounts, dev_genesis
 from cairn.genesis.model import Genesis
@@ -105,5 +105,5 @@ def mine(chain: Chain, raws: list[bytes], timestamp: int | None = None) -> Block
     )
     result = chain.executor.build(env, txs)
     commit = make_commit(PRODUCER, chain.chain_id, result.header.block_number, result.header.hash)
-    chain.commit(result, commit.encode())
+    chain.write_block(result, commit.encode())
     return result

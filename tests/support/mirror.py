@@ -152,7 +152,9 @@ def assert_no_gap_no_duplicate(pg: PostgresServer, db: str) -> int:
 
 class Load(threading.Thread):
     """Transfers from `senders` at about `rate` tx/s in small JSON-RPC batches, until stopped
-    or the node goes away. Records every hash the node accepted."""
+    or the node goes away. Records every hash the node accepted, and the hashes of the batch
+    in flight when the node went away (it may have been committed before the answer was
+    lost: a kill -9 between the commit and the answer)."""
 
     def __init__(self, url: str, senders: range, rate: float, batch: int = 10) -> None:
         super().__init__(daemon=True)
@@ -161,6 +163,7 @@ class Load(threading.Thread):
         self.rate = rate
         self.batch = batch
         self.accepted: list[str] = []
+        self.unanswered: list[str] = []
         self.errors: list[str] = []
         self.halt = threading.Event()
         self.nonces = {
@@ -183,6 +186,7 @@ class Load(threading.Thread):
                 self.accepted.extend(send_batch(self.url, raws))
             except Exception as exc:  # the node was stopped or killed under us
                 self.errors.append(repr(exc))
+                self.unanswered.extend("0x" + keccak(raw).hex() for raw in raws)
                 return
             sent += len(raws)
             # Pace by waiting on the halt event: wakes at once when the test stops the load.

@@ -7,6 +7,7 @@ happened inside.
 
 from __future__ import annotations
 
+import os
 import re
 import urllib.request
 from collections.abc import Sequence
@@ -50,15 +51,48 @@ class LocalNet:
     def genesis(self) -> Path:
         return self.root / "sequencer" / "genesis.json"
 
-    def start_fullnode(self, name: str, *extra: str, bootnode: bool = True) -> NodeProcess:
+    def start_fullnode(
+        self,
+        name: str,
+        *extra: str,
+        bootnode: bool = True,
+        env: dict[str, str] | None = None,
+    ) -> NodeProcess:
         args = ["--genesis", str(self.genesis)]
         if bootnode:
             assert self.sequencer is not None
             args += ["--bootnodes", enode(self.sequencer)]
-        node = NodeProcess(self.root / name, "run", *args, *extra)
+        node: NodeProcess = (
+            EnvNodeProcess(self.root / name, env, "run", *args, *extra)
+            if env
+            else NodeProcess(self.root / name, "run", *args, *extra)
+        )
         self.nodes.append(node)
         node.start()
         return node
+
+
+class EnvNodeProcess(NodeProcess):
+    """A node process with extra environment variables (test-only switches)."""
+
+    def __init__(self, datadir: Path, env: dict[str, str] | None, *args: str) -> None:
+        super().__init__(datadir, *args)
+        self.extra_env = dict(env or {})
+
+    def start(self, wait: bool = True, timeout: float = 60.0) -> NodeProcess:
+        saved = {k: os.environ.get(k) for k in self.extra_env}
+        os.environ.update(self.extra_env)
+        try:
+            super().start(wait=False)  # the child inherits os.environ as it is now
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+        if wait:
+            self.wait_ready(timeout)
+        return self
 
 
 def sequencer_args() -> list[str]:

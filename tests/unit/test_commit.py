@@ -4,7 +4,7 @@ import pytest
 from eth_keys.datatypes import PrivateKey
 from eth_typing import Address
 
-from cairn.consensus.commit import Commit, make_commit, sign, validate_commit
+from cairn.chain.commit import Commit, make_commit, sign, validate_commit
 from cairn.errors import InvalidCommit
 
 KEYS = [PrivateKey(bytes([i + 1]) * 32) for i in range(4)]
@@ -52,9 +52,29 @@ def test_bad_commits_are_refused(commit: Commit, fragment: str) -> None:
 def test_validator_threshold_counts_distinct_signers() -> None:
     sigs = tuple(sign(k, CHAIN, 7, 0, BLOCK) for k in KEYS[:3])
     assert check(Commit(7, 0, BLOCK, sigs), threshold=3, producers=PRODUCERS) == set(PRODUCERS[:3])
-    duplicated = Commit(7, 0, BLOCK, (sigs[0], sigs[0], sigs[1]))
     with pytest.raises(InvalidCommit, match="2 distinct producer signatures, 3 needed"):
-        check(duplicated, threshold=3, producers=PRODUCERS)
+        check(Commit(7, 0, BLOCK, sigs[:2]), threshold=3, producers=PRODUCERS)
+
+
+def test_a_repeated_signature_is_refused_before_any_recovery() -> None:
+    """A gossiped commit that repeats one valid signature thousands of times used to be
+    accepted (and every copy recovered): it costs the sender now, not the receiver."""
+    sigs = tuple(sign(k, CHAIN, 7, 0, BLOCK) for k in KEYS[:3])
+    with pytest.raises(InvalidCommit, match="the same signature appears twice"):
+        check(Commit(7, 0, BLOCK, (sigs[0], sigs[0], sigs[1])), threshold=3, producers=PRODUCERS)
+    flood = Commit(7, 0, BLOCK, (sigs[0],) * 5000)
+    with pytest.raises(InvalidCommit, match="5000 signatures for 1 producers"):
+        check(flood)
+
+
+def test_two_signatures_by_one_signer_are_refused() -> None:
+    """ECDSA's (r, n - s) twin of a signature recovers the same signer: still one vote."""
+    sig = sign(KEYS[0], CHAIN, 7, 0, BLOCK)
+    r, s, v = sig[:32], int.from_bytes(sig[32:64], "big"), sig[64]
+    n = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+    twin = r + (n - s).to_bytes(32, "big") + bytes([v ^ 1])
+    with pytest.raises(InvalidCommit, match="two signatures by 0x"):
+        check(Commit(7, 0, BLOCK, (sig, twin)), threshold=1, producers=PRODUCERS)
 
 
 def test_round_is_part_of_what_is_signed() -> None:

@@ -32,9 +32,11 @@ def test_precedence(tmp_path: Path) -> None:
 
 
 def test_dev_only_flags_exist_only_for_dev() -> None:
-    assert parse(["--block-time", "2"], dev=True).block_time == 2.0
+    assert parse(["--gas-limit", "9000000"], dev=True).gas_limit == 9_000_000
     with pytest.raises(SystemExit):
-        parse(["--block-time", "2"], dev=False)
+        parse(["--gas-limit", "9000000"], dev=False)
+    # the block time and empty blocks apply to `run` too (sequencers and validators)
+    assert parse(["--block-time", "2", "--empty-blocks"], dev=False).block_time == 2.0
 
 
 @pytest.mark.parametrize(

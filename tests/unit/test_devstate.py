@@ -9,10 +9,10 @@ import pytest
 from eth_typing import Address
 from eth_utils import to_canonical_address
 
-from cairn.consensus.commit import make_commit
+from cairn.chain.chain import Chain
+from cairn.chain.commit import make_commit
 from cairn.errors import InvalidBlock
 from cairn.execution.builder import BlockEnv, BlockResult
-from cairn.execution.chain import Chain
 from cairn.execution.devstate import (
     AccountOverride,
     DevExtras,
@@ -29,7 +29,7 @@ CONTRACT = Address(to_canonical_address("0x00000000000000000000000000000000000c0
 def _build(chain: Chain, env: BlockEnv, txs: list) -> BlockResult:  # type: ignore[type-arg]
     result = chain.executor.build(env, txs)
     commit = make_commit(PRODUCER, chain.chain_id, result.header.block_number, result.header.hash)
-    chain.commit(result, commit.encode())
+    chain.write_block(result, commit.encode())
     return result
 
 
@@ -112,18 +112,18 @@ def test_override_and_impersonation_reexecute_identically(tmp_path: Path) -> Non
     with open_chain(tmp_path / "b") as replica:
         for stored_block, raw in zip(blocks, extras, strict=True):
             assert stored_block is not None
-            result = replica.executor.import_block(
+            result = replica.executor.replay(
                 stored_block.block, DevExtras.decode(raw) if raw else DevExtras()
             )
             assert result.header.hash == stored_block.header.hash
-            replica.commit(result, b"")
+            replica.write_block(result, b"")
         assert replica.head.hash == imp_block.header.hash
 
     # without the dev record the override block does not re-execute: the check is real
     with open_chain(tmp_path / "c") as strict:
         first = blocks[0]
         assert first is not None
-        strict.commit(strict.executor.import_block(first.block), b"")
+        strict.write_block(strict.executor.import_block(first.block), b"")
         with pytest.raises(InvalidBlock, match="state_root mismatch"):
             strict.executor.import_block(blocks[1].block)  # type: ignore[union-attr]
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import msgpack
 import pytest
 
+from cairn.chain.bundle import BlockBundle
 from cairn.errors import InvalidBlock
-from cairn.execution.wire import BlockBundle
 from cairn.p2p import messages as m
 
 GENESIS = bytes(range(32))

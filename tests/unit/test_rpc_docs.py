@@ -11,7 +11,18 @@ from tests.support.chain import dev_node_settings
 from tests.support.proc import REPO
 
 DOC = REPO / "docs" / "rpc.md"
-NAMESPACES = ("web3", "net", "eth", "txpool", "debug", "evm", "anvil", "hardhat", "personal")
+NAMESPACES = (
+    "web3",
+    "net",
+    "eth",
+    "txpool",
+    "debug",
+    "evm",
+    "anvil",
+    "hardhat",
+    "personal",
+    "cairn",
+)
 
 
 async def _registered(datadir: Path) -> set[str]:

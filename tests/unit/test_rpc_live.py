@@ -10,11 +10,12 @@ from typing import Any
 
 import pytest
 
-from cairn.execution.chain import BlockCommitted, Chain
-from cairn.execution.events import ChainEvents
+from cairn.chain.chain import Chain
+from cairn.chain.events import BlockCommitted, ChainEvents
 from cairn.rpc.errors import RpcError
 from cairn.rpc.feed import LiveFeed
 from cairn.rpc.filters import FilterLimits, FilterNamespace
+from cairn.rpc.logs import LogIndex
 from cairn.rpc.subscriptions import SubscriptionNamespace
 from cairn.txpool.pool import TxPool
 from tests.support.chain import mine, open_chain, transfer
@@ -45,7 +46,7 @@ def test_syncing_subscription_reports_changes_once(tmp_path: Path) -> None:
 
     async def scenario(chain: Chain) -> None:
         events = ChainEvents()
-        feed = LiveFeed(events, _pool(chain), lambda: status[0], tick_seconds=3600)
+        feed = LiveFeed(events, _pool(chain), lambda: status[0], LogIndex(), tick_seconds=3600)
         feed.start()
         subs = SubscriptionNamespace(feed, max_total=10)
         session = Recorder()
@@ -69,7 +70,7 @@ def test_newheads_and_pending_hashes_in_order(tmp_path: Path) -> None:
     async def scenario(chain: Chain) -> None:
         events = ChainEvents()
         pool = _pool(chain)
-        feed = LiveFeed(events, pool, lambda: False, tick_seconds=3600)
+        feed = LiveFeed(events, pool, lambda: False, LogIndex(), tick_seconds=3600)
         subs = SubscriptionNamespace(feed, max_total=2)
         session = Recorder()
         heads = await subs.subscribe("newHeads", context=session)
@@ -99,9 +100,10 @@ def test_a_filter_that_falls_too_far_behind_is_dropped_with_a_clear_error(
 ) -> None:
     async def scenario(chain: Chain) -> None:
         events = ChainEvents()
-        feed = LiveFeed(events, _pool(chain), lambda: False, tick_seconds=3600)
-        namespace = FilterNamespace(feed, timeout=300, get_logs=_no_logs)
-        namespace.limits = FilterLimits(per_filter=3)
+        feed = LiveFeed(events, _pool(chain), lambda: False, LogIndex(), tick_seconds=3600)
+        namespace = FilterNamespace(
+            feed, timeout=300, get_logs=_no_logs, limits=FilterLimits(per_filter=3)
+        )
         lagging = await namespace.new_block_filter()
         polled = await namespace.new_block_filter()
         for _ in range(2):

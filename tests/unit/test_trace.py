@@ -15,9 +15,9 @@ from eth_utils import keccak, to_canonical_address, to_checksum_address
 from web3 import Web3
 from web3.contract import Contract
 
+from cairn.chain.chain import Chain
 from cairn.errors import ExecutionFailed, NotFound
 from cairn.execution.call import CallParams, CallRunner, revert_message, unpack_revert_reason
-from cairn.execution.chain import Chain
 from cairn.execution.reader import StoredBlock
 from cairn.execution.trace import (
     CallFrame,

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import rlp
 
+from cairn.chain.chain import Chain
 from cairn.errors import InvalidTransaction
-from cairn.execution.chain import Chain
 from cairn.txpool.pool import PoolLimits, TxPool
 from tests.support.chain import ADDRESSES, KEYS, legacy, mine, open_chain, transfer
 

@@ -1,7 +1,8 @@
-"""A small publish/subscribe hub for chain events, used on the event loop only.
+"""What the chain announces: `BlockCommitted` after every new block, `ChainRewound` when a
+dev chain's history was cut back (evm_revert), published on the event loop by the applier.
 
-`BlockCommitted` for every new block; `ChainRewound` when a dev chain's history was cut
-back (evm_revert), so that filters, subscriptions and mirrors drop what no longer exists.
+Listeners (filters, subscriptions, relay, mirror, metrics, dev settings, block sync) only
+queue work: a listener that raises is logged and the others still run.
 """
 
 from __future__ import annotations
@@ -10,12 +11,26 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from cairn.execution.chain import BlockCommitted
+from cairn.execution.builder import BlockResult
 from cairn.execution.reader import StoredBlock
 
 log = logging.getLogger("cairn.events")
 
-Listener = Callable[[BlockCommitted], None]
+
+@dataclass(frozen=True)
+class BlockCommitted:
+    """Published after a block is durable. `result` carries computations for tracing."""
+
+    result: BlockResult
+    commit: bytes
+
+    @property
+    def number(self) -> int:
+        return self.result.header.block_number
+
+    @property
+    def block_hash(self) -> bytes:
+        return self.result.header.hash
 
 
 @dataclass(frozen=True)
@@ -27,13 +42,17 @@ class ChainRewound:
     removed: tuple[StoredBlock, ...]  # oldest first
 
 
+Listener = Callable[[BlockCommitted], None]
 RewindListener = Callable[[ChainRewound], None]
 
 
 class ChainEvents:
+    """A small publish/subscribe hub, used on the event loop only."""
+
     def __init__(self) -> None:
         self._listeners: list[Listener] = []
         self._rewind_listeners: list[RewindListener] = []
+        self.published = 0  # BlockCommitted events since start (one per applied block)
 
     def subscribe(self, listener: Listener) -> Callable[[], None]:
         self._listeners.append(listener)
@@ -45,6 +64,7 @@ class ChainEvents:
         return unsubscribe
 
     def publish(self, event: BlockCommitted) -> None:
+        self.published += 1
         for listener in list(self._listeners):
             try:
                 listener(event)

@@ -1,13 +1,14 @@
-"""`Chain`: the committed chain as one object — reads, execution, and the commit path.
+"""`Chain`: the committed chain as one object — reads, the head view, execution on top of
+it, and the synced write.
 
-`commit` is the only way a block reaches storage; it runs on the writer thread, and the
-event it returns is published on the event loop by whoever called it.
+`write_block` and `rewind` are the only ways the head moves; both run on the writer thread and
+are called by `BlockApplier` only (cairn/chain/apply.py), which checks the commit before and
+does every after-commit step after.
 """
 
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 
 from eth.abc import BlockHeaderAPI, StateAPI
@@ -21,22 +22,6 @@ from cairn.execution.genesis import genesis_block
 from cairn.execution.reader import ChainReader, StoredBlock
 from cairn.genesis.model import Genesis
 from cairn.storage.store import BlockKeys, ChainIdentity, ChainStore, Head
-
-
-@dataclass(frozen=True)
-class BlockCommitted:
-    """Published after a block is durable. `result` carries computations for tracing."""
-
-    result: BlockResult
-    commit: bytes
-
-    @property
-    def number(self) -> int:
-        return self.result.header.block_number
-
-    @property
-    def block_hash(self) -> bytes:
-        return self.result.header.hash
 
 
 class HeadView:
@@ -90,7 +75,7 @@ class Chain:
             self._head_view = view
         return view
 
-    def commit(self, result: BlockResult, commit: bytes) -> BlockCommitted:
+    def write_block(self, result: BlockResult, commit: bytes) -> None:
         """Write `result` and its commit in one synced batch; refuse anything but head + 1."""
         header = result.header
         with self._commit_lock:
@@ -102,7 +87,6 @@ class Chain:
                     f"does not extend the head #{head.number} 0x{head.block_hash.hex()}",
                 )
             self.store.commit_block(result.to_record(commit))
-        return BlockCommitted(result, commit)
 
     def rewind(
         self, number: int, *, drop_snapshots_from: int | None = None

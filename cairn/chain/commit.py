@@ -1,5 +1,7 @@
 """Commits: producer signatures over (chain id, height, round, block hash), stored beside
-each block. Valid when they hold at least `threshold` distinct producer signatures.
+each block. Valid when they hold at least `threshold` distinct producer signatures and
+nothing else: no repeated signature or signer, no more signatures than producers (a commit
+that repeats one signature thousands of times costs the sender, not the receiver).
 """
 
 from __future__ import annotations
@@ -85,6 +87,10 @@ def validate_commit(
         raise fail(f"commit is for height {commit.height}")
     if commit.block_hash != block_hash:
         raise fail(f"commit is for block 0x{commit.block_hash.hex()}")
+    if len(commit.signatures) > len(producers):
+        raise fail(f"{len(commit.signatures)} signatures for {len(producers)} producers")
+    if len(set(commit.signatures)) != len(commit.signatures):
+        raise fail("the same signature appears twice")
     signers: set[Address] = set()
     for signature in commit.signatures:
         try:
@@ -93,6 +99,8 @@ def validate_commit(
             raise fail(f"malformed signature: {exc}") from exc
         if signer not in producers:
             raise fail(f"signature by 0x{signer.hex()}, who is not a producer")
+        if signer in signers:
+            raise fail(f"two signatures by 0x{signer.hex()}")
         signers.add(signer)
     if len(signers) < threshold:
         raise fail(f"{len(signers)} distinct producer signatures, {threshold} needed")

@@ -1,0 +1,156 @@
+"""The sync protocol `/cairn/<chainid>/sync/1` (request/response, msgpack), both sides:
+serving `status`, `peers` and `range` requests from peers past the handshake, and asking
+peers for blocks (`fetch_range`) and for their head every 2 s (`status_loop`), which keeps
+each peer's announced head, and the time it said so, fresh in the peer table.
+
+Blocks cross as opaque encoded bundles: the core decodes and judges them. Storage reads
+for the server run on trio's worker threads (committed data is immutable).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+
+import trio
+from libp2p.abc import INetStream
+from libp2p.custom_types import TProtocol
+from libp2p.peer.id import ID
+from libp2p.utils.varint import encode_varint_prefixed
+
+from cairn.errors import CairnError
+from cairn.p2p import messages as m
+from cairn.p2p.api import ChainView
+from cairn.p2p.peers import PeerLinks, PeerTable
+from cairn.p2p.stack import PEER_ERRORS, STREAM_ERRORS, close_stream, describe, read_frame
+
+log = logging.getLogger("cairn.p2p")
+
+REQUEST_TIMEOUT = 30.0
+STATUS_REFRESH_INTERVAL = 2.0
+RANGE_CANDIDATES = 3
+
+
+class NoPeer(CairnError):
+    """No connected peer can answer this request."""
+
+
+class SyncProtocol:
+    def __init__(
+        self,
+        chain: ChainView,
+        links: PeerLinks,
+        our_status: Callable[[], m.Status],
+    ) -> None:
+        self._chain = chain
+        self._links = links
+        self._table: PeerTable = links.table
+        self._our_status = our_status
+        self.protocol = TProtocol(m.sync_protocol(chain.chain_id))
+
+    # ------------------------------------------------------------ server
+    async def serve(self, stream: INetStream) -> None:
+        peer = stream.muxed_conn.peer_id
+        table = self._table
+        try:
+            with trio.fail_after(REQUEST_TIMEOUT):
+                request = m.SyncRequest.decode(await read_frame(stream, m.MAX_REQUEST_BYTES))
+                if peer not in table.peers and peer not in table.status_ok:
+                    return
+                if request.kind == "status":
+                    answer = self._our_status().encode()
+                elif request.kind == "peers":
+                    addrs = [p.listen_addr for p in table.peers.values() if p.peer_id != peer]
+                    answer = m.encode_peers(addrs)
+                else:
+                    bundles = await trio.to_thread.run_sync(
+                        self._load_range, request.start, request.count
+                    )
+                    answer = m.encode_blocks(bundles)
+                await stream.write(encode_varint_prefixed(answer))
+        except m.PeerMessageError as exc:
+            self._links.on_stream_fault(peer, f"sync request: {exc}")
+        except trio.TooSlowError:
+            log.debug("sync request from %s timed out", peer)
+        except STREAM_ERRORS as exc:
+            log.debug("sync request from %s failed: %s", peer, describe(exc))
+        finally:
+            await close_stream(stream)
+
+    def _load_range(self, start: int, count: int) -> list[bytes]:
+        bundles: list[bytes] = []
+        size = 0
+        head, _ = self._chain.head()
+        for number in range(start, min(start + count, head + 1)):
+            bundle = self._chain.load_bundle(number)
+            if bundle is None:
+                break
+            size += len(bundle)
+            if bundles and size > m.MAX_RANGE_RESPONSE_BYTES:
+                break
+            bundles.append(bundle)
+        return bundles
+
+    # ------------------------------------------------------------ client
+    async def request(self, peer: ID, request: m.SyncRequest, limit: int) -> bytes:
+        """One request and its answer. Raises PeerMessageError for a malformed answer,
+        trio.TooSlowError, or one of PEER_ERRORS when the peer or connection fails."""
+        with trio.fail_after(REQUEST_TIMEOUT):
+            stream = await self._links.host.new_stream(peer, [self.protocol])
+            try:
+                await stream.write(encode_varint_prefixed(request.encode()))
+                return await read_frame(stream, limit)
+            finally:
+                await close_stream(stream)
+
+    async def fetch_range(self, start: int, count: int) -> tuple[str, list[bytes]]:
+        """Blocks `start`.. from the best peer that has them: (peer id, encoded bundles)."""
+        candidates = sorted(
+            (p for p in self._table.peers.values() if p.head >= start),
+            key=lambda p: (-p.head, random.random()),
+        )
+        if not candidates:
+            raise NoPeer(f"no peer has block #{start}")
+        last_error = ""
+        for peer in candidates[:RANGE_CANDIDATES]:
+            pid = peer.peer_id.to_base58()
+            try:
+                raw = await self.request(
+                    peer.peer_id,
+                    m.SyncRequest("range", start, count),
+                    m.MAX_RANGE_RESPONSE_BYTES + 1024,
+                )
+                return pid, m.decode_blocks(raw)
+            except m.PeerMessageError as exc:
+                self._links.penalise(peer.peer_id, "bad-sync", f"block range answer: {exc}")
+                last_error = str(exc)
+            except trio.TooSlowError:
+                log.info("range request to %s timed out", pid)
+                last_error = f"{pid} timed out"
+            except PEER_ERRORS as exc:
+                log.info("range request to %s failed: %s", pid, describe(exc))
+                last_error = describe(exc)
+        raise NoPeer(f"no peer answered a range request from #{start}: {last_error}")
+
+    async def status_loop(self) -> None:
+        """Keep every peer's head fresh; the follower syncs toward the best one."""
+        while True:
+            await trio.sleep(STATUS_REFRESH_INTERVAL)
+            for peer in list(self._table.peers):
+                self._links.spawn(self.refresh_status, peer)
+
+    async def refresh_status(self, peer: ID) -> None:
+        try:
+            raw = await self.request(peer, m.SyncRequest("status"), m.MAX_STATUS_BYTES)
+            status = m.Status.decode(raw)
+        except m.PeerMessageError as exc:
+            self._links.penalise(peer, "protocol", f"status answer: {exc}")
+            return
+        except trio.TooSlowError:
+            log.debug("status refresh from %s timed out", peer)
+            return
+        except PEER_ERRORS as exc:
+            log.debug("status refresh from %s failed: %s", peer, describe(exc))
+            return
+        self._table.update_head(peer, status.head, status.head_hash)
