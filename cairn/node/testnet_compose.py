@@ -36,6 +36,17 @@ GRAFANA_IMAGE = "grafana/grafana:11.2.0"
 BLOCKSCOUT_IMAGE = "blockscout/blockscout:6.8.1"
 BLOCKSCOUT_FRONTEND_IMAGE = "ghcr.io/blockscout/frontend:v1.35.2"
 SIGNING_ROLES = ("sequencer", "validator")  # roles with a keystore + password.txt
+# RPC access of a node in a container (`cairn run` alone serves eth,net,web3 to Host
+# localhost only): services reach it by name (Prometheus, Blockscout), Prometheus reads
+# /metrics, the explorer's indexer traces with debug_*, and its front-end, a page on
+# localhost:3001, calls the node from the browser. See docs/security.md.
+CONTAINER_RPC: dict[str, Any] = {
+    "http.vhosts": "*",
+    "http.api": "eth,net,web3,txpool,debug,cairn,metrics,status",
+    "ws.api": "eth,net,web3,txpool,debug,cairn",
+    "http.corsdomain": "http://localhost:3001,http://127.0.0.1:3001",
+    "ws.origins": "http://localhost:3001,http://127.0.0.1:3001",
+}
 
 
 def image_tag() -> str:
@@ -157,6 +168,7 @@ def container_config(plan: DockerPlan, node: DockerNode) -> dict[str, Any]:
         "p2p.addr": "0.0.0.0",
         "p2p.port": CONTAINER_P2P_PORT,
         "p2p.mdns": True,
+        **CONTAINER_RPC,
     }
     if node.signs:
         assert node.keystore is not None
@@ -559,6 +571,7 @@ def _k8s_config(role: str) -> dict[str, Any]:
         "ws.port": CONTAINER_WS_PORT,
         "p2p.addr": "0.0.0.0",
         "p2p.port": CONTAINER_P2P_PORT,
+        **CONTAINER_RPC,
     }
     if role in SIGNING_ROLES:
         config["producer.keystore"] = "/keys/keystore.json"

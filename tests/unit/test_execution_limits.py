@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from cairn.chain.chain import Chain
 from cairn.errors import ExecutionFailed, ExecutionTimeout, go_duration
 from cairn.execution.call import CallParams, CallRunner, check_deadline, execution_deadline
-from cairn.execution.chain import Chain
 from cairn.execution.trace import (
     StructLogOptions,
     StructResult,
