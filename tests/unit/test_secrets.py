@@ -58,12 +58,16 @@ def test_testnet_init_writes_the_password_file_private_from_the_start(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """With a permissive umask, a file written then chmod-ed is world-readable until the
-    chmod: creation must already say 0600."""
+    chmod: a secret's creation must already say 0600 (the password file, the compose .env
+    with the database passwords, the Kubernetes Secret with the producer key)."""
+    real_chmod = os.chmod
 
-    def no_chmod(path: object, mode: int, **_: object) -> None:
-        raise AssertionError(f"{path} was chmod-ed after it was written")
+    def watched_chmod(path: object, mode: int, **kwargs: object) -> None:
+        if mode & 0o077 == 0:
+            raise AssertionError(f"{path} was narrowed to {mode:o} after it was written")
+        real_chmod(path, mode, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(os, "chmod", no_chmod)
+    monkeypatch.setattr(os, "chmod", watched_chmod)
     old_umask = os.umask(0)
     try:
         code = cli.main(
@@ -72,8 +76,10 @@ def test_testnet_init_writes_the_password_file_private_from_the_start(
     finally:
         os.umask(old_umask)
     assert code == 0
-    password = tmp_path / "a" / "sequencer" / "password.txt"
-    assert stat.S_IMODE(password.stat().st_mode) == 0o600
+    root = tmp_path / "a"
+    password = root / "sequencer" / "password.txt"
+    for secret in (password, root / ".env", root / "k8s" / "network.yaml"):
+        assert stat.S_IMODE(secret.stat().st_mode) == 0o600, secret
     assert len(password.read_text().strip()) == 32
 
 
