@@ -57,6 +57,28 @@ class ExecutionFailed(CairnError):
     """An eth_call or estimate failed for a reason other than REVERT (out of gas, bad opcode)."""
 
 
+class ExecutionTimeout(ExecutionFailed):
+    """A call or trace ran past its wall-clock limit (--rpc.evmtimeout); geth's wording."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        super().__init__(f"execution aborted (timeout = {go_duration(timeout)})")
+
+
+def go_duration(seconds: float) -> str:
+    """Go's time.Duration.String for the durations a flag takes: 5s, 1.5s, 500ms, 1m30s."""
+    if seconds < 1:
+        return f"{round(seconds * 1000, 3):g}ms"
+    minutes, rest = divmod(seconds, 60)
+    hours, minutes = divmod(int(minutes), 60)
+    text = f"{round(rest, 9):g}s"
+    if minutes or hours:
+        text = f"{minutes}m" + text
+    if hours:
+        text = f"{hours}h" + text
+    return text
+
+
 class InvalidBlock(CairnError):
     def __init__(self, number: int, block_hash: bytes, reason: str) -> None:
         self.number = number

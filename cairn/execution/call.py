@@ -1,5 +1,11 @@
 """eth_call, eth_estimateGas and access-list creation: run a message on a block's state
-without a signature and without keeping any change.
+without a signature and without keeping any change, within a wall-clock limit.
+
+The limit (geth's --rpc.evmtimeout) is a per-thread deadline that the computation classes
+built here check where execution can go on for long: at every frame (CALL, CREATE,
+precompile) and at every JUMP/JUMPI (any loop). Straight-line code between two jumps is at
+most one contract's code. Past it, `ExecutionTimeout` leaves py-evm (it is not a VMError,
+so no frame swallows it) and the state the call ran on is thrown away.
 """
 
 from __future__ import annotations
@@ -7,9 +13,11 @@ from __future__ import annotations
 import itertools
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cache
-from typing import Protocol, cast
+from typing import Any, Protocol, cast
 
 from eth.abc import (
     BlockHeaderAPI,
@@ -23,19 +31,96 @@ from eth.consensus.context import ConsensusContext
 from eth.db.backends.base import BaseDB
 from eth.exceptions import Revert
 from eth.vm.base import VM
+from eth.vm.computation import BaseComputation
 from eth.vm.forks.berlin.transactions import BerlinTransactionBuilder
 from eth.vm.spoof import SpoofTransaction
 from eth.vm.state import BaseState, BaseTransactionExecutor
 from eth_typing import Address
 from eth_utils import ValidationError
 
-from cairn.errors import ExecutionFailed, TransactionReverted
+from cairn.errors import ExecutionFailed, ExecutionTimeout, TransactionReverted
 from cairn.execution.evmdb import EvmChainDB, StateOverlay
 from cairn.execution.forks import Fork
 from cairn.execution.vmerrors import geth_vm_error
 
 ZERO_ADDRESS = Address(b"\x00" * 20)
 TRANSFER_GAS = 21_000
+DEFAULT_TIMEOUT = 5.0  # geth's --rpc.evmtimeout
+JUMP, JUMPI = 0x56, 0x57
+
+
+# ------------------------------------------------------------------ the deadline
+class _Deadline(threading.local):
+    at = 0.0  # time.monotonic() past which execution stops; 0 is none
+    timeout = 0.0
+
+
+_DEADLINE = _Deadline()
+
+
+@contextmanager
+def execution_deadline(timeout: float) -> Iterator[None]:
+    """Execution on this thread inside the block raises `ExecutionTimeout` once `timeout`
+    seconds have passed (0: no limit of its own). Inside another block, the earlier of the
+    two deadlines holds, and the outer one is back when this block ends."""
+    outer_at, outer_timeout = _DEADLINE.at, _DEADLINE.timeout
+    if timeout > 0:
+        at = time.monotonic() + timeout
+        if not outer_at or at < outer_at:
+            _DEADLINE.at, _DEADLINE.timeout = at, timeout
+    try:
+        yield
+    finally:
+        _DEADLINE.at, _DEADLINE.timeout = outer_at, outer_timeout
+
+
+def check_deadline() -> None:
+    at = _DEADLINE.at
+    if at and time.monotonic() > at:
+        raise ExecutionTimeout(_DEADLINE.timeout)
+
+
+class _DeadlineJump:
+    """JUMP/JUMPI, checking the deadline first: every loop passes here."""
+
+    __slots__ = ("gas_cost", "inner", "mnemonic")
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.mnemonic = getattr(inner, "mnemonic", "JUMP")
+        self.gas_cost = getattr(inner, "gas_cost", 0)
+
+    def __call__(self, computation: Any) -> None:
+        at = _DEADLINE.at
+        if at and time.monotonic() > at:
+            raise ExecutionTimeout(_DEADLINE.timeout)
+        self.inner(computation=computation)
+
+
+def deadline_opcodes(opcodes: dict[int, Any]) -> dict[int, Any]:
+    """`opcodes` with JUMP and JUMPI checking the execution deadline."""
+    checked = dict(opcodes)
+    for value in (JUMP, JUMPI):
+        if value in checked and not isinstance(checked[value], _DeadlineJump):
+            checked[value] = _DeadlineJump(checked[value])
+    return checked
+
+
+class DeadlineComputation(BaseComputation):
+    """Mixed into a fork's computation class: every frame checks the deadline first."""
+
+    @classmethod
+    def apply_computation(
+        cls,
+        state: StateAPI,
+        message: Any,
+        transaction_context: Any,
+        parent_computation: ComputationAPI | None = None,
+    ) -> ComputationAPI:
+        check_deadline()
+        return super().apply_computation(
+            state, message, transaction_context, parent_computation=parent_computation
+        )
 
 
 @dataclass(frozen=True)
@@ -74,15 +159,23 @@ class _CallState(BaseState):
 @cache
 def call_state_class(vm_class: type[VM]) -> type[BaseState]:
     """The fork's state for calls that are thrown away: the same execution, without the
-    bookkeeping whose only effect is on the state a call discards."""
+    bookkeeping whose only effect is on the state a call discards, under the deadline."""
     state = cast(type[BaseState], vm_class.get_state_class())
     executor = type(
         f"Call{state.transaction_executor_class.__name__}",
         (_CallExecutor, state.transaction_executor_class),
         {},
     )
+    base = cast(type[BaseComputation], state.computation_class)
+    computation = type(
+        f"Call{base.__name__}",
+        (DeadlineComputation, base),
+        {"opcodes": deadline_opcodes(dict(base.opcodes))},
+    )
     return type(
-        f"Call{state.__name__}", (_CallState, state), {"transaction_executor_class": executor}
+        f"Call{state.__name__}",
+        (_CallState, state),
+        {"transaction_executor_class": executor, "computation_class": computation},
     )
 
 
@@ -103,9 +196,11 @@ class CallSource(Protocol):
 
 
 class CallRunner:
-    def __init__(self, reader: CallSource, gas_cap: int) -> None:
+    def __init__(self, reader: CallSource, gas_cap: int, timeout: float = DEFAULT_TIMEOUT) -> None:
+        """`timeout`: the wall-clock limit of one call or estimate, unless one is passed."""
         self.reader = reader
         self.gas_cap = gas_cap
+        self.timeout = timeout
         self._chain_context = ChainContext(reader.chain_id)
         # One warm state per (block, second), reused by every call with snapshot/revert: its
         # account and trie caches make the second call on a contract far cheaper than the first.
@@ -145,6 +240,9 @@ class CallRunner:
                 snapshot = state.snapshot()
                 try:
                     return self._apply(self.reader.fork.vm_class, state, params, gas)
+                except ExecutionTimeout:
+                    self._warm = None  # stopped mid-run: start the next call from scratch
+                    raise
                 finally:
                     state.revert(snapshot)
         overlay = StateOverlay(self.reader.state_db())
@@ -200,15 +298,26 @@ class CallRunner:
         gas = min(params.gas, self.gas_cap) if params.gas is not None else self.gas_cap
         return self._run(header, params, gas, vm_class)
 
-    def call(self, header: BlockHeaderAPI, params: CallParams) -> CallOutcome:
-        """Run `params` on the state after `header`; raise on revert or failure."""
+    def call(
+        self, header: BlockHeaderAPI, params: CallParams, *, timeout: float | None = None
+    ) -> CallOutcome:
+        """Run `params` on the state after `header`; raise on revert or failure, and with
+        `ExecutionTimeout` past `timeout` seconds (default: this runner's)."""
         gas = min(params.gas, self.gas_cap) if params.gas is not None else self.gas_cap
-        outcome = self._run(header, params, gas)
+        with execution_deadline(self.timeout if timeout is None else timeout):
+            outcome = self._run(header, params, gas)
         raise_for(outcome.computation)
         return outcome
 
-    def estimate_gas(self, header: BlockHeaderAPI, params: CallParams) -> int:
-        """The lowest gas limit with which `params` succeeds (binary search, as geth)."""
+    def estimate_gas(
+        self, header: BlockHeaderAPI, params: CallParams, *, timeout: float | None = None
+    ) -> int:
+        """The lowest gas limit with which `params` succeeds (binary search, as geth), the
+        whole search within `timeout` seconds (default: this runner's)."""
+        with execution_deadline(self.timeout if timeout is None else timeout):
+            return self._estimate_gas(header, params)
+
+    def _estimate_gas(self, header: BlockHeaderAPI, params: CallParams) -> int:
         hi = min(params.gas, self.gas_cap) if params.gas is not None else self.gas_cap
         if params.to is not None and not params.data and not params.access_list:
             state = self.reader.state_at(header)
@@ -238,6 +347,8 @@ class CallRunner:
     def _succeeds(self, header: BlockHeaderAPI, params: CallParams, gas: int) -> bool:
         try:
             return not self._run(header, params, gas).computation.is_error
+        except ExecutionTimeout:
+            raise  # not a verdict on this gas limit: the whole estimate is out of time
         except ExecutionFailed:
             return False
 

@@ -5,8 +5,13 @@ one interpreter lock from the RPC loop and the block builder. A worker runs `Cal
 its own view of the chain: state (trie nodes and code) and headers are stored under their
 hash, so whatever a worker has read stays true and is kept in its cache; what it lacks it
 asks the node for over its pipe, and the node's event loop answers from LevelDB. Calls are
-queued to a worker as they arrive, so it never waits for the node between two of them.
-Nothing in a worker is ever written.
+queued to a worker a few ahead (PIPELINE), so it never waits for the node between two of
+them, but none behind a call that has already run 50 ms (it may loop to its timeout); the
+rest wait in the node, in arrival order, for the first worker with room, and a call whose
+caller gave up meanwhile (a client gone, a batch stopped) is never sent.
+Each call carries its wall-clock limit (--rpc.evmtimeout), which the worker enforces inside
+execution; a call past it answers geth's "execution aborted (timeout = 5s)" and the worker
+goes on with the next one. Nothing in a worker is ever written.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from eth.chains.base import ChainContext
 from eth.db.backends.base import BaseDB
 
 from cairn.errors import ExecutionFailed, TransactionReverted
-from cairn.execution.call import CallParams, CallRunner
+from cairn.execution.call import DEFAULT_TIMEOUT, CallParams, CallRunner
 from cairn.execution.evmdb import EvmChainDB, StateOverlay
 from cairn.execution.forks import Fork, fork_named
 from cairn.execution.reader import ChainReader
@@ -38,13 +43,18 @@ from cairn.execution.worker_process import die_with_parent
 
 log = logging.getLogger("cairn.execution")
 
-# node -> worker: (CALL | ESTIMATE, header RLP, CallParams), or (ANSWER, value) to a question
+# node -> worker: (CALL | ESTIMATE, header RLP, CallParams, timeout in seconds), or
+# (ANSWER, value) to a question
 CALL, ESTIMATE, ANSWER = "call", "estimate", "answer"
 # worker -> node: a question (STATE key, HEADER hash, NUMBER n, HEAD) or an outcome
 STATE, HEADER, NUMBER, HEAD = "state", "header", "number", "head"
 DONE, REVERTED, FAILED, CRASHED = "done", "reverted", "failed", "crashed"
 
 CACHE_BYTES = 64 * 1024 * 1024
+PIPELINE = 4  # calls sent ahead to one worker; more wait in the node
+# A worker whose current call has run this long gets no more until it is done: the calls
+# behind it would wait for it (a loop may run to --rpc.evmtimeout), others may be free.
+SLOW_CALL_SECONDS = 0.05
 
 
 class _Cache:
@@ -181,7 +191,7 @@ def _serve(conn: Connection, fork_name: str, chain_id: int, gas_cap: int, parent
     headers: dict[bytes, BlockHeaderAPI] = {}  # decoded once: most calls ask for the head
     while True:
         try:
-            kind, raw_header, params = channel.next_call()
+            kind, raw_header, params, timeout = channel.next_call()
         except (EOFError, OSError):
             return
         header = headers.get(raw_header)
@@ -192,9 +202,9 @@ def _serve(conn: Connection, fork_name: str, chain_id: int, gas_cap: int, parent
         answer: tuple[Any, ...]
         try:
             if kind == CALL:
-                answer = (DONE, runner.call(header, params).output)
+                answer = (DONE, runner.call(header, params, timeout=timeout).output)
             else:
-                answer = (DONE, runner.estimate_gas(header, params))
+                answer = (DONE, runner.estimate_gas(header, params, timeout=timeout))
         except TransactionReverted as exc:
             answer = (REVERTED, exc.data, str(exc))
         except ExecutionFailed as exc:
@@ -213,11 +223,16 @@ _FRAME = struct.Struct("!i")  # multiprocessing.Connection's framing: length, th
 
 class _Worker:
     """One worker process and the node's end of its pipe, served by the event loop: calls
-    are queued to the worker as they come (it runs them in order), its questions answered
-    as they arrive, and each outcome settles the oldest waiting call."""
+    sent are run in order, its questions answered as they arrive, and each outcome settles
+    the oldest waiting call and calls `on_free`."""
 
-    def __init__(self, spec: tuple[str, int, int], reader: ChainReader) -> None:
+    def __init__(
+        self, spec: tuple[str, int, int], reader: ChainReader, on_free: Callable[[], None]
+    ) -> None:
         self._reader = reader
+        self._on_free = on_free
+        self.reserved = 0  # places promised to callers that have not sent their call yet
+        self._running_since = 0.0  # when the call it runs now started (as far as we know)
         self._state = reader.state_db()
         # spawn: the node process has threads, so forking it is unsafe
         context = multiprocessing.get_context("spawn")
@@ -238,6 +253,13 @@ class _Worker:
     def load(self) -> int:
         return len(self._waiting)
 
+    def room(self, now: float) -> int:
+        """Calls it may be given now: none past PIPELINE, none behind a slow call."""
+        taken = self.load + self.reserved
+        if self.load and now - self._running_since > SLOW_CALL_SECONDS:
+            return 0
+        return max(0, PIPELINE - taken)
+
     async def connect(self) -> None:
         reader, self._writer = await asyncio.open_unix_connection(sock=self._sock)
         self._task = asyncio.create_task(self._serve(reader), name="call-worker-pipe")
@@ -247,10 +269,13 @@ class _Worker:
         payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
         self._writer.write(_FRAME.pack(len(payload)) + payload)
 
-    async def run(self, request: tuple[str, bytes, CallParams]) -> tuple[Any, ...]:
+    async def run(self, request: tuple[str, bytes, CallParams, float]) -> tuple[Any, ...]:
         if self._task is None or self._task.done():
             raise WorkerGone(f"call worker {self.process.pid} stopped: its pipe is closed")
-        outcome: asyncio.Future[tuple[Any, ...]] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        outcome: asyncio.Future[tuple[Any, ...]] = loop.create_future()
+        if not self._waiting:
+            self._running_since = loop.time()
         self._waiting.append(outcome)
         self._send(request)
         return await outcome  # cancelled, it stays queued: its outcome is read and dropped
@@ -273,6 +298,8 @@ class _Worker:
                     outcome = self._waiting.popleft()
                     if not outcome.done():
                         outcome.set_result(message)
+                    self._running_since = asyncio.get_running_loop().time()
+                    self._on_free()
         except (asyncio.IncompleteReadError, ConnectionError, OSError) as exc:
             gone = WorkerGone(f"call worker {self.process.pid} stopped: {exc or 'pipe closed'}")
             while self._waiting:
@@ -296,26 +323,33 @@ def _encoded(header: BlockHeaderAPI | None) -> bytes | None:
 
 
 class CallWorkers:
-    """`count` worker processes running calls; each call goes to the least loaded."""
+    """`count` worker processes running calls; each call goes to the first worker with room."""
 
     def __init__(self, reader: ChainReader, gas_cap: int, count: int) -> None:
         self._reader = reader
         self._spec = (reader.fork.name, reader.chain_id, gas_cap)
-        self._workers = [_Worker(self._spec, reader) for _ in range(count)]
+        self._workers = [_Worker(self._spec, reader, self._pump) for _ in range(count)]
         self._raw_headers: dict[bytes, bytes] = {}
+        # callers waiting for a place on a worker, oldest first; each gets the worker
+        self._places: deque[asyncio.Future[_Worker]] = deque()
 
     async def start(self) -> None:
         for worker in self._workers:
             await worker.connect()
 
-    async def call(self, header: BlockHeaderAPI, params: CallParams) -> bytes:
-        """`CallRunner.call`'s output (raises as it does), computed in a worker."""
-        output: bytes = await self._run(CALL, header, params)
+    async def call(
+        self, header: BlockHeaderAPI, params: CallParams, *, evm_timeout: float = DEFAULT_TIMEOUT
+    ) -> bytes:
+        """`CallRunner.call`'s output (raises as it does), computed in a worker within
+        `evm_timeout` seconds of execution."""
+        output: bytes = await self._run(CALL, header, params, evm_timeout)
         return output
 
-    async def estimate_gas(self, header: BlockHeaderAPI, params: CallParams) -> int:
+    async def estimate_gas(
+        self, header: BlockHeaderAPI, params: CallParams, *, evm_timeout: float = DEFAULT_TIMEOUT
+    ) -> int:
         """`CallRunner.estimate_gas`, computed in a worker."""
-        gas: int = await self._run(ESTIMATE, header, params)
+        gas: int = await self._run(ESTIMATE, header, params, evm_timeout)
         return gas
 
     def _raw(self, header: BlockHeaderAPI) -> bytes:
@@ -326,8 +360,10 @@ class CallWorkers:
             raw = self._raw_headers[header.hash] = rlp.encode(header)
         return raw
 
-    async def _run(self, kind: str, header: BlockHeaderAPI, params: CallParams) -> Any:
-        request = (kind, self._raw(header), params)
+    async def _run(
+        self, kind: str, header: BlockHeaderAPI, params: CallParams, evm_timeout: float
+    ) -> Any:
+        request = (kind, self._raw(header), params, evm_timeout)
         try:
             outcome = await self._on_a_worker(request)
         except WorkerGone:
@@ -343,8 +379,18 @@ class CallWorkers:
             raise ExecutionFailed(outcome[1])
         raise RuntimeError(f"call worker: {outcome[1]}")
 
-    async def _on_a_worker(self, request: tuple[str, bytes, CallParams]) -> tuple[Any, ...]:
-        worker = min(self._workers, key=lambda w: w.load)
+    async def _on_a_worker(self, request: tuple[str, bytes, CallParams, float]) -> tuple[Any, ...]:
+        place: asyncio.Future[_Worker] = asyncio.get_running_loop().create_future()
+        self._places.append(place)
+        self._pump()
+        try:
+            worker = await place
+        except asyncio.CancelledError:
+            if place.done() and not place.cancelled():  # given a place, gone before using it
+                place.result().reserved -= 1
+                self._pump()
+            raise
+        worker.reserved -= 1
         try:
             return await worker.run(request)
         except WorkerGone as exc:
@@ -352,13 +398,31 @@ class CallWorkers:
             await self._replace(worker)
             raise
 
+    def _pump(self) -> None:
+        """Give waiting callers places on the workers with the most room (up to PIPELINE
+        each, none behind a slow call); callers that gave up are skipped, so their calls
+        never reach a worker."""
+        now = asyncio.get_running_loop().time()
+        while self._places:
+            worker = max(self._workers, key=lambda w: (w.room(now), -w.load))
+            if worker.room(now) == 0:
+                return  # room comes back only with an outcome, which pumps again
+            place = self._places.popleft()
+            if place.done():
+                continue
+            worker.reserved += 1
+            place.set_result(worker)
+
     async def _replace(self, worker: _Worker) -> None:
         if worker not in self._workers:
             return  # another caller of the same dead worker replaced it already
-        index = self._workers.index(worker)
-        fresh = _Worker(self._spec, self._reader)
-        self._workers[index] = fresh
-        await fresh.connect()
+        fresh = _Worker(self._spec, self._reader, self._pump)
+        await fresh.connect()  # before it can be given calls
+        if worker not in self._workers:  # replaced by another caller meanwhile
+            await fresh.close()
+            return
+        self._workers[self._workers.index(worker)] = fresh
+        self._pump()
         await worker.close()
 
     async def close(self) -> None:

@@ -7,15 +7,19 @@ frame's calls, and, when a struct log or an access list is wanted, the opcode lo
 replaced by an instrumented copy of py-evm's `BaseComputation.apply_computation`.
 
 Owns geth's callTracer frames, struct-logger steps and the access-list collector behind
-eth_createAccessList, all as plain data (`cairn.rpc` turns them into JSON). Must never write:
-every run happens on a throw-away state overlay, and no run touches the live head state.
+eth_createAccessList, all as plain data (`cairn.rpc` turns them into JSON). Every run has a
+wall-clock limit (the call module's execution deadline, checked at every frame and jump),
+and a struct log a byte budget: each step's JSON size is estimated as it is captured (a
+copy of EVM memory counts by its size), and the trace stops with `TraceTooLarge` once the
+budget is spent, however few steps that took. Must never write: every run happens on a
+throw-away state overlay, and no run touches the live head state.
 """
 
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from functools import cache
 from typing import Any, cast
@@ -49,8 +53,15 @@ from eth.vm.stack import Stack
 from eth.vm.state import BaseState
 from eth_typing import Address
 
-from cairn.errors import ExecutionFailed, NotFound
-from cairn.execution.call import CallParams, CallRunner, unpack_revert_reason
+from cairn.errors import ExecutionFailed, ExecutionTimeout, NotFound
+from cairn.execution.call import (
+    CallParams,
+    CallRunner,
+    check_deadline,
+    deadline_opcodes,
+    execution_deadline,
+    unpack_revert_reason,
+)
 from cairn.execution.evmdb import StateOverlay
 from cairn.execution.reader import ChainReader
 from cairn.execution.vmerrors import geth_vm_error
@@ -80,6 +91,13 @@ _PRODUCER_FIELDS = (
     "parent_beacon_block_root",
 )
 _DEADLINE_EVERY = 2048  # opcode steps between two clock reads
+# Estimated JSON bytes of one struct-log step: its fixed fields, each stack value (hex and
+# punctuation), each 32-byte memory word ("0x" + 64 hex digits, quotes, comma), each
+# storage entry (two such words) and return data (two hex digits a byte).
+_STEP_BYTES = 64
+_STACK_VALUE_BYTES = 6
+_MEMORY_WORD_BYTES = 69
+_STORAGE_ENTRY_BYTES = 138
 
 
 # ------------------------------------------------------------------ options and results
@@ -171,9 +189,17 @@ class AccessListResult:
     error: str | None
 
 
-class TraceAborted(Exception):
-    """The trace ran past its deadline or its size budget. Deliberately not a VMError:
-    py-evm must not swallow it as a failed frame; `Tracer` reports it to the caller."""
+class TraceTooLarge(ExecutionFailed):
+    """A struct log outgrew its byte budget. Raised from inside py-evm's run, and not a
+    VMError, so no frame swallows it."""
+
+
+@dataclass
+class _Budget:
+    """The bytes one request's struct logs may still take (a block's traces share one)."""
+
+    limit: int
+    used: int = 0
 
 
 # ------------------------------------------------------------------ the probe
@@ -214,13 +240,11 @@ class _Probe:
         *,
         steps: StructLogOptions | None = None,
         access: AccessCollector | None = None,
-        deadline: float | None = None,
-        max_steps: int = 0,
+        budget: _Budget | None = None,
     ) -> None:
         self.steps_options = steps
-        self.max_steps = max_steps
+        self.budget = budget
         self.access = access
-        self.deadline = deadline
         self.steps: list[StructStep] = []
         self.storage: dict[bytes, dict[int, int]] = {}
         # running frames with the refunds their finished children have settled
@@ -230,10 +254,6 @@ class _Probe:
     @property
     def instruments_opcodes(self) -> bool:
         return self.steps_options is not None or self.access is not None
-
-    def check_deadline(self) -> None:
-        if self.deadline is not None and time.monotonic() > self.deadline:
-            raise TraceAborted("execution timeout")
 
     def refund(self) -> int:
         total = 0
@@ -246,29 +266,45 @@ class _Probe:
     def before(self, computation: BaseComputation, pc: int, op: int, gas: int) -> StructStep | None:
         self.counter += 1
         if self.counter % _DEADLINE_EVERY == 0:
-            self.check_deadline()
+            check_deadline()
         values = _stack_values(computation)
         if self.access is not None:
             self._collect_access(computation, op, values)
         options = self.steps_options
         if options is None or (options.limit and len(self.steps) >= options.limit):
             return None
-        if self.max_steps and len(self.steps) >= self.max_steps:
-            raise TraceAborted(
-                f"trace too large: more than {self.max_steps} steps would not fit the "
-                "response size limit; pass limit (the most steps to keep) or use callTracer"
-            )
+        size = _STEP_BYTES
         step = StructStep(pc, op, gas, 0, computation.msg.depth + 1, self.refund())
         if not options.disable_stack:
-            step.stack = [v if isinstance(v, int) else int.from_bytes(v, "big") for v in values]
+            stack = [v if isinstance(v, int) else int.from_bytes(v, "big") for v in values]
+            size += _STACK_VALUE_BYTES * len(stack) + sum(v.bit_length() for v in stack) // 4
+            step.stack = stack
         if options.enable_memory:
-            step.memory = bytes(cast(Memory, computation._memory)._bytes)
+            memory = cast(Memory, computation._memory)._bytes
+            # Counted before it is copied: the copy is what a hostile trace multiplies.
+            self._spend(len(memory) // 32 * _MEMORY_WORD_BYTES)
+            step.memory = bytes(memory)
         if options.enable_return_data:
             step.return_data = bytes(computation.return_data)
+            size += 2 * len(step.return_data)
         if not options.disable_storage and op in (SLOAD, SSTORE):
             self._record_storage(computation, op, values, step)
+            size += _STORAGE_ENTRY_BYTES * len(step.storage or ())
+        self._spend(size)
         self.steps.append(step)
         return step
+
+    def _spend(self, size: int) -> None:
+        budget = self.budget
+        if budget is None:
+            return
+        budget.used += size
+        if budget.used > budget.limit:
+            raise TraceTooLarge(
+                f"trace too large: the struct log passed {budget.limit} bytes at step "
+                f"{len(self.steps) + 1} (--rpc.max-response); pass limit (the most steps to "
+                "keep), leave enableMemory off, or use callTracer"
+            )
 
     def _record_storage(
         self,
@@ -394,14 +430,12 @@ class _TracedComputation(BaseComputation):
         transaction_context: TransactionContextAPI,
         parent_computation: ComputationAPI | None = None,
     ) -> ComputationAPI:
+        check_deadline()
         probe = _active_probe()
         if probe is None or not probe.instruments_opcodes:
-            if probe is not None:
-                probe.check_deadline()
             return super().apply_computation(
                 state, message, transaction_context, parent_computation=parent_computation
             )
-        probe.check_deadline()
         return _run_instrumented(
             cls, probe, state, message, transaction_context, parent_computation
         )
@@ -515,7 +549,7 @@ def traced_vm_class(vm_class: type[VM]) -> type[VM]:
     """`vm_class` with the traced computation in its state; built once per fork."""
     state_class = cast(type[BaseState], vm_class.get_state_class())
     base = cast(type[BaseComputation], state_class.computation_class)
-    opcodes: dict[int, Any] = dict(base.opcodes)
+    opcodes: dict[int, Any] = deadline_opcodes(dict(base.opcodes))
     for value, kind in _FRAME_KINDS.items():
         if value in opcodes:
             opcodes[value] = _FrameTag(opcodes[value], kind)
@@ -650,12 +684,22 @@ class _Ran:
 class Tracer:
     """Replays committed blocks and runs calls with geth's tracers attached."""
 
-    def __init__(self, reader: ChainReader, calls: CallRunner, *, max_steps: int = 0) -> None:
-        """`max_steps` bounds a struct log (0: no bound) so that a trace that could never be
-        sent is refused early instead of filling memory."""
+    def __init__(
+        self,
+        reader: ChainReader,
+        calls: CallRunner,
+        *,
+        max_bytes: int = 0,
+        max_seconds: float = 0.0,
+    ) -> None:
+        """`max_bytes` bounds the struct logs of one request by their estimated JSON size
+        (0: no bound), so that a trace that could never be sent stops before it fills
+        memory; `max_seconds` bounds one request's whole run, replayed transactions
+        included (0: only each traced transaction's own timeout)."""
         self.reader = reader
         self.calls = calls
-        self.max_steps = max_steps
+        self.max_bytes = max_bytes
+        self.max_seconds = max_seconds
         self._chain_context = ChainContext(reader.chain_id)
 
     # ---------------------------------------------------------------- blocks
@@ -666,7 +710,8 @@ class Tracer:
             raise NotFound(f"block #{number} not found")
         if number == 0:
             raise NotFound("genesis is not traceable")
-        return list(self._replay(number, range(len(stored.transactions)), options))
+        with self._request():
+            return list(self._replay(number, range(len(stored.transactions)), options))
 
     def trace_transaction(self, tx_hash: bytes, options: TraceOptions) -> TraceResult:
         location = self.reader.tx_location(tx_hash)
@@ -675,8 +720,18 @@ class Tracer:
         number, index = location
         if number == 0:
             raise NotFound("genesis is not traceable")
-        traces = list(self._replay(number, range(index, index + 1), options))
+        with self._request():
+            traces = list(self._replay(number, range(index, index + 1), options))
         return traces[0].result
+
+    @contextmanager
+    def _request(self) -> Iterator[None]:
+        """One request's wall-clock cap; a timeout reads as geth's "execution timeout"."""
+        try:
+            with execution_deadline(self.max_seconds):
+                yield
+        except ExecutionTimeout:
+            raise ExecutionFailed("execution timeout") from None
 
     def _replay(self, number: int, wanted: range, options: TraceOptions) -> Iterator[TxTrace]:
         stored = self.reader.block_by_number(number)
@@ -698,13 +753,11 @@ class Tracer:
         header = vm.get_header()
         log_offset = 0
         previous_gas = 0
+        budget = _Budget(self.max_bytes) if self.max_bytes else None
         for index, tx in enumerate(stored.transactions[: wanted.stop]):
-            probe = self._probe(options, options.timeout) if index in wanted else None
-            with _Attached(probe):
-                try:
-                    receipt, computation = vm.apply_transaction(header, tx)
-                except TraceAborted as exc:
-                    raise ExecutionFailed(str(exc)) from None
+            probe = self._probe(options, budget) if index in wanted else None
+            with _Attached(probe), execution_deadline(options.timeout if probe else 0.0):
+                receipt, computation = vm.apply_transaction(header, tx)
             if receipt.encode() != stored.receipts[index].encode():
                 # A trace of anything but what the chain holds would be a lie: refuse it.
                 raise ExecutionFailed(
@@ -724,11 +777,11 @@ class Tracer:
             if probe is not None:
                 yield TxTrace(tx.hash, self._result(ran, probe, options, gas=tx.gas))
 
-    def _probe(self, options: TraceOptions, timeout: float) -> _Probe:
-        deadline = time.monotonic() + timeout if timeout > 0 else None
+    @staticmethod
+    def _probe(options: TraceOptions, budget: _Budget | None) -> _Probe:
         if options.tracer is None:
-            return _Probe(steps=options.struct, deadline=deadline, max_steps=self.max_steps)
-        return _Probe(deadline=deadline)
+            return _Probe(steps=options.struct, budget=budget)
+        return _Probe()
 
     @staticmethod
     def _result(ran: _Ran, probe: _Probe, options: TraceOptions, *, gas: int) -> TraceResult:
@@ -754,13 +807,11 @@ class Tracer:
     ) -> TraceResult:
         """debug_traceCall: `params` run on the state after `header`, nothing kept."""
         gas = self._call_gas(params)
-        probe = self._probe(options, options.timeout)
+        budget = _Budget(self.max_bytes) if self.max_bytes else None
+        probe = self._probe(options, budget)
         vm_class = traced_vm_class(self.reader.fork.vm_class)
-        with _Attached(probe):
-            try:
-                outcome = self.calls.run(header, replace(params, gas=gas), vm_class=vm_class)
-            except TraceAborted as exc:
-                raise ExecutionFailed(str(exc)) from None
+        with self._request(), _Attached(probe), execution_deadline(options.timeout):
+            outcome = self.calls.run(header, replace(params, gas=gas), vm_class=vm_class)
         gas_used = final_gas_used(vm_class, outcome.computation, gas)
         ran = _Ran(
             sender=bytes(params.sender),
@@ -777,7 +828,14 @@ class Tracer:
     def create_access_list(
         self, header: BlockHeaderAPI, params: CallParams, *, max_rounds: int = 32
     ) -> AccessListResult:
-        """geth's eth_createAccessList: run, collect what was touched, re-run until stable."""
+        """geth's eth_createAccessList: run, collect what was touched, re-run until stable;
+        every run together within the call runner's timeout (--rpc.evmtimeout)."""
+        with execution_deadline(self.calls.timeout):
+            return self._create_access_list(header, params, max_rounds)
+
+    def _create_access_list(
+        self, header: BlockHeaderAPI, params: CallParams, max_rounds: int
+    ) -> AccessListResult:
         gas = self._call_gas(params)
         state = self.reader.state_at(header)
         vm_class = traced_vm_class(self.reader.fork.vm_class)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -84,17 +85,31 @@ class MirrorStatus:
     catchup_rows_per_second: float = 0.0
 
 
+_SECRET_PARAMETER = re.compile(r"(?i)(^|[&\s])((?:ssl)?password)\s*=\s*(?:'[^']*'|[^&\s]*)")
+
+
 def redact(url: str) -> str:
-    """The URL without its password, for logs and health output."""
+    """The URL without its passwords (the user-info one and libpq's `password=` and
+    `sslpassword=` parameters, in a URL's query or a key=value string), for logs,
+    health output and error messages."""
+    if "://" not in url:  # libpq's "host=db password=secret" form
+        return _SECRET_PARAMETER.sub(r"\1\2=***", url)
     try:
         parts = urlsplit(url)
+        password = parts.password
     except ValueError:
         return "<unparseable database URL>"
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)
-    user = (parts.username or "") + ":***"
-    return urlunsplit(parts._replace(netloc=f"{user}@{netloc[-1]}"))
+    if parts.query:
+        parts = parts._replace(query=_SECRET_PARAMETER.sub(r"\1\2=***", parts.query))
+    if password is not None:
+        host = parts.netloc.rsplit("@", 1)[-1]
+        parts = parts._replace(netloc=f"{parts.username or ''}:***@{host}")
+    return urlunsplit(parts)
+
+
+def has_password(url: str) -> bool:
+    """Whether `url` carries a password (what `redact` would hide)."""
+    return redact(url) != url
 
 
 def is_unavailable(exc: BaseException) -> bool:

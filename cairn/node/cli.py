@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import shutil
 import sys
@@ -21,16 +22,21 @@ from cairn.execution.genesis import genesis_block
 from cairn.genesis.dev import DEV_MNEMONIC, DEV_PRODUCER_KEY, dev_accounts, dev_genesis
 from cairn.genesis.model import Genesis
 from cairn.genesis.parse import genesis_to_json, load_genesis
+from cairn.mirror.service import has_password, redact
 from cairn.node import cli_mirror, cli_testnet
 from cairn.node.config import add_options, resolve
 from cairn.node.keys import find_keystore, load_keystore, read_password, save_keystore
 from cairn.node.logs import setup_logging
 from cairn.node.p2p_wiring import p2p_config
 from cairn.node.service import CLIENT_VERSION, Node, NodeSettings
+from cairn.rpc.access import ClientAddress, default_burst, parse_rate, split_list
 from cairn.rpc.backend import RpcConfig
+from cairn.rpc.debug import parse_duration
+from cairn.rpc.errors import RpcError
 from cairn.storage.store import ChainIdentity, ChainStore
 
 GENESIS_FILE = "genesis.json"
+log = logging.getLogger("cairn.node")
 
 
 def default_dev_datadir() -> Path:
@@ -38,8 +44,20 @@ def default_dev_datadir() -> Path:
     return Path(base) / "cairn" / "dev"
 
 
+RUN_API = frozenset({"eth", "net", "web3"})  # geth's default --http.api
+RUN_RATELIMIT = "1000/s"
+
+
 def _rpc_config(opts: dict[str, Any], dev: bool) -> RpcConfig:
-    cors = tuple(o.strip() for o in str(opts["http_corsdomain"]).split(",") if o.strip())
+    rate_text = opts["rpc_ratelimit"]
+    if rate_text is None:
+        rate_text = "0" if dev else RUN_RATELIMIT  # dev stays open: benchmarks run against it
+    try:
+        rate = parse_rate(rate_text)
+        trusted = split_list(opts["rpc_trusted_proxies"])
+        ClientAddress.parse(trusted)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     return RpcConfig(
         gas_cap=opts["rpc_gascap"],
         call_workers=opts["rpc_call_workers"],
@@ -48,9 +66,87 @@ def _rpc_config(opts: dict[str, Any], dev: bool) -> RpcConfig:
         max_body_bytes=opts["rpc_max_body"],
         max_response_bytes=opts["rpc_max_response"],
         filter_timeout=opts["rpc_filter_timeout"],
-        rate_limit_per_second=0.0 if dev else opts["rpc_ratelimit"],
-        cors_origins=cors or ("*",),
+        max_filters=opts["rpc_max_filters"],
+        filter_backlog=opts["rpc_filter_backlog"],
+        rate_limit_per_second=rate,
+        rate_limit_burst=opts["rpc_ratelimit_burst"] or default_burst(rate_text),
+        trusted_proxies=trusted,
+        cors_origins=split_list(opts["http_corsdomain"]),
+        vhosts=split_list(opts["http_vhosts"]),
+        ws_origins=split_list(opts["ws_origins"]),
+        http_api=_namespaces(opts["http_api"], dev),
+        ws_api=_namespaces(opts["ws_api"], dev),
+        token=_read_token(opts["rpc_token_file"]),
+        ws_max_subscriptions=opts["ws_max_subscriptions"],
+        ws_max_connections=opts["ws_max_connections"],
+        ws_send_buffer=opts["ws_send_buffer"],
+        evm_timeout=_seconds(opts["rpc_evmtimeout"], "--rpc.evmtimeout"),
+        trace_timeout=_seconds(opts["rpc_trace_timeout"], "--rpc.trace-timeout"),
     )
+
+
+def _namespaces(text: str | None, dev: bool) -> frozenset[str] | None:
+    """--http.api/--ws.api: None serves every namespace (`*`, and the dev default)."""
+    if text is None:
+        return None if dev else RUN_API
+    names = {name.lower() for name in split_list(text)}
+    return None if "*" in names else frozenset(names)
+
+
+def _seconds(value: str, flag: str) -> float:
+    """A Go duration ("5s", "500ms", "1m30s") or a number of seconds; 0 is no limit."""
+    text = str(value).strip()
+    try:
+        return max(0.0, float(text))
+    except ValueError:
+        pass
+    try:
+        return parse_duration(text)
+    except RpcError as exc:
+        raise ConfigError(f"{flag}: {exc.message}") from None
+
+
+def _read_token(path: str | None) -> bytes | None:
+    if path is None:
+        return None
+    file = Path(path).expanduser()
+    try:
+        token = file.read_text().strip()
+        mode = file.stat().st_mode
+    except OSError as exc:
+        raise ConfigError(f"--rpc.token-file {file}: {exc.strerror}") from None
+    if not token or any(c.isspace() for c in token):
+        raise ConfigError(f"--rpc.token-file {file}: expected one token on one line")
+    if len(token) < 16:
+        log.warning(
+            "the token in %s is short (%d characters): use 32 random bytes", file, len(token)
+        )
+    if mode & 0o077:
+        log.warning("%s can be read by other users (mode %o): chmod 600 it", file, mode & 0o777)
+    return token.encode()
+
+
+def _mirror_url(opts: dict[str, Any], args: argparse.Namespace) -> str | None:
+    """--mirror.url, CAIRN_MIRROR_URL / DATABASE_URL, or the first line of --mirror.url-file.
+    A password on the command line is visible to every user of the machine: say so."""
+    url: str | None = opts["mirror_url"]
+    path = opts["mirror_url_file"]
+    if path is not None:
+        if url is not None:
+            raise ConfigError("give the Postgres URL once: --mirror.url or --mirror.url-file")
+        try:
+            url = Path(path).expanduser().read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"--mirror.url-file {path}: {exc.strerror}") from None
+        if not url:
+            raise ConfigError(f"--mirror.url-file {path} is empty")
+    if getattr(args, "mirror_url", None) is not None and has_password(args.mirror_url):
+        log.warning(
+            "--mirror.url %s carries a password, which every user of this machine can read "
+            "in `ps`; pass it with --mirror.url-file FILE or DATABASE_URL instead",
+            redact(args.mirror_url),
+        )
+    return url
 
 
 def _write_genesis(path: Path, genesis: Genesis) -> None:
@@ -130,6 +226,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
     accounts = len(genesis.alloc)
     settings = _settings(
         opts,
+        args,
         datadir,
         genesis,
         dev=True,
@@ -185,6 +282,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     genesis = _genesis_for(opts, datadir)
     settings = _settings(
         opts,
+        args,
         datadir,
         genesis,
         dev=False,
@@ -195,7 +293,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _settings(
-    opts: dict[str, Any], datadir: Path, genesis: Genesis, *, dev: bool, **extra: Any
+    opts: dict[str, Any],
+    args: argparse.Namespace,
+    datadir: Path,
+    genesis: Genesis,
+    *,
+    dev: bool,
+    **extra: Any,
 ) -> NodeSettings:
     """What `dev` and `run` share: ports, limits, p2p and mirror from the resolved options."""
     return NodeSettings(
@@ -206,7 +310,7 @@ def _settings(
         ws_port=opts["ws_port"] or None,
         rpc=_rpc_config(opts, dev=dev),
         p2p=p2p_config(opts, datadir, dev=dev, client=CLIENT_VERSION),
-        mirror_url=opts["mirror_url"],
+        mirror_url=_mirror_url(opts, args),
         dev=dev,
         empty_blocks=True if opts["empty_blocks"] else None,
         health_max_head_age=opts["health_max_head_age"],

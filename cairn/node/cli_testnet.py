@@ -171,6 +171,10 @@ def cmd_testnet_init(args: argparse.Namespace) -> int:
             "ws.port": 0,
             "p2p.addr": "127.0.0.1",
             "p2p.port": plan.p2p_port,
+            # processes on this machine only, as `cairn dev`: every namespace (`up` reads
+            # /status) and no rate limit (scripts share 127.0.0.1)
+            "http.api": "*",
+            "rpc.ratelimit": "0",
         }
         if plan.name in keys:
             local["producer.keystore"] = str(node_dir / "keystore" / keystores[plan.name])

@@ -42,7 +42,45 @@ OPTIONS: tuple[Option, ...] = (
     Option("http.addr", str, "127.0.0.1", "HTTP-RPC listening interface"),
     Option("http.port", int, 8545, "HTTP-RPC port (WebSocket is accepted here too)"),
     Option("ws.port", int, 8546, "WebSocket-RPC port (0 disables the separate port)"),
-    Option("http.corsdomain", str, "*", "comma-separated origins allowed by CORS ('*' for any)"),
+    Option(
+        "http.corsdomain",
+        str,
+        "",
+        "comma-separated origins browsers may call the RPC from ('*' for any; empty: none)",
+    ),
+    Option(
+        "http.vhosts",
+        str,
+        "localhost",
+        "comma-separated host names accepted in the Host header ('*' for any; IPs always)",
+    ),
+    Option(
+        "ws.origins",
+        str,
+        "",
+        "comma-separated origins allowed to open a WebSocket ('*' for any; empty: localhost)",
+    ),
+    Option(
+        "http.api",
+        str,
+        None,
+        "namespaces served over HTTP, e.g. eth,net,web3,debug ('*' for all; dev: all, "
+        "run: eth,net,web3)",
+    ),
+    Option(
+        "ws.api",
+        str,
+        None,
+        "namespaces served over WebSocket ('*' for all; dev: all, run: eth,net,web3)",
+    ),
+    Option(
+        "rpc.token-file",
+        str,
+        None,
+        "file holding a bearer token; requests carrying it reach every namespace, /metrics "
+        "and /status, and skip the rate limit",
+        metavar="FILE",
+    ),
     Option("rpc.gascap", int, 50_000_000, "gas cap for eth_call and eth_estimateGas"),
     Option(
         "rpc.call-workers",
@@ -53,10 +91,61 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option("rpc.logs-range", int, 10_000, "largest block range one eth_getLogs may scan"),
     Option("rpc.batch-limit", int, 1_000, "most requests in one JSON-RPC batch"),
-    Option("rpc.max-body", int, 16 * 1024 * 1024, "largest request body in bytes"),
-    Option("rpc.ratelimit", float, 0.0, "requests per second per client IP (0 = off)"),
+    Option("rpc.max-body", int, 5 * 1024 * 1024, "largest request body in bytes (geth: 5 MiB)"),
+    Option(
+        "rpc.ratelimit",
+        str,
+        None,
+        "requests per client IP: N per second, or N/s, N/min (0 = off; dev: off, run: 1000/s)",
+        metavar="RATE",
+    ),
+    Option(
+        "rpc.ratelimit-burst",
+        int,
+        0,
+        "requests a client may make at once before the rate applies (0: one second's or one "
+        "minute's worth, as the rate is given); a batch costs its length",
+    ),
+    Option(
+        "rpc.trusted-proxies",
+        str,
+        "",
+        "comma-separated proxy IPs or CIDRs whose X-Forwarded-For names the client",
+    ),
     Option("rpc.max-response", int, 32 * 1024 * 1024, "largest response in bytes"),
     Option("rpc.filter-timeout", float, 300.0, "seconds an unpolled filter lives (geth: 300)"),
+    Option("rpc.max-filters", int, 2_000, "most installed polling filters (all clients)"),
+    Option(
+        "rpc.filter-backlog",
+        int,
+        1_000_000,
+        "unread entries all filters may hold together; past it the fullest filter is dropped",
+    ),
+    Option(
+        "rpc.evmtimeout",
+        str,
+        "5s",
+        "wall-clock limit of one eth_call / eth_estimateGas / eth_createAccessList (geth: 5s; "
+        "0 = none)",
+        metavar="DURATION",
+    ),
+    Option(
+        "rpc.trace-timeout",
+        str,
+        "30s",
+        "longest a debug_trace* call may run, whatever timeout it asks for",
+        metavar="DURATION",
+    ),
+    Option("ws.max-connections", int, 500, "most open WebSocket connections"),
+    Option(
+        "ws.max-subscriptions", int, 10_000, "most eth_subscribe subscriptions (all connections)"
+    ),
+    Option(
+        "ws.send-buffer",
+        int,
+        8 * 1024 * 1024,
+        "bytes queued for a WebSocket client that does not read before it is disconnected",
+    ),
     Option("producer.keystore", str, None, "keystore v3 file of the producer key", metavar="FILE"),
     Option("producer.password", str, None, "file holding the keystore password", metavar="FILE"),
     Option("p2p.port", int, None, "libp2p TCP port (run: default 30333, 0 picks one; dev: off)"),
@@ -73,6 +162,13 @@ OPTIONS: tuple[Option, ...] = (
         "?sslmode=require); also read from DATABASE_URL",
         metavar="URL",
         env_aliases=("DATABASE_URL",),
+    ),
+    Option(
+        "mirror.url-file",
+        str,
+        None,
+        "file holding the Postgres URL (keeps its password out of `ps` and shell history)",
+        metavar="FILE",
     ),
     Option(
         "health.max-head-age",

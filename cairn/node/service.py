@@ -129,7 +129,7 @@ class Node:
             pool=self.pool,
             events=self.events,
             log_index=LogIndex(),
-            calls=CallRunner(self.chain.reader, rpc.gas_cap),
+            calls=CallRunner(self.chain.reader, rpc.gas_cap, rpc.evm_timeout),
             reads=self.reads,
             config=rpc,
             client_version=CLIENT_VERSION,

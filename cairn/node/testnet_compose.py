@@ -36,6 +36,17 @@ GRAFANA_IMAGE = "grafana/grafana:11.2.0"
 BLOCKSCOUT_IMAGE = "blockscout/blockscout:6.8.1"
 BLOCKSCOUT_FRONTEND_IMAGE = "ghcr.io/blockscout/frontend:v1.35.2"
 SIGNING_ROLES = ("sequencer", "validator")  # roles with a keystore + password.txt
+# RPC access of a node in a container (`cairn run` alone serves eth,net,web3 to Host
+# localhost only): services reach it by name (Prometheus, Blockscout), Prometheus reads
+# /metrics, the explorer's indexer traces with debug_*, and its front-end, a page on
+# localhost:3001, calls the node from the browser. See docs/security.md.
+CONTAINER_RPC: dict[str, Any] = {
+    "http.vhosts": "*",
+    "http.api": "eth,net,web3,txpool,debug,cairn,metrics,status",
+    "ws.api": "eth,net,web3,txpool,debug,cairn",
+    "http.corsdomain": "http://localhost:3001,http://127.0.0.1:3001",
+    "ws.origins": "http://localhost:3001,http://127.0.0.1:3001",
+}
 
 
 def image_tag() -> str:
@@ -157,6 +168,7 @@ def container_config(plan: DockerPlan, node: DockerNode) -> dict[str, Any]:
         "p2p.addr": "0.0.0.0",
         "p2p.port": CONTAINER_P2P_PORT,
         "p2p.mdns": True,
+        **CONTAINER_RPC,
     }
     if node.signs:
         assert node.keystore is not None
@@ -559,6 +571,7 @@ def _k8s_config(role: str) -> dict[str, Any]:
         "ws.port": CONTAINER_WS_PORT,
         "p2p.addr": "0.0.0.0",
         "p2p.port": CONTAINER_P2P_PORT,
+        **CONTAINER_RPC,
     }
     if role in SIGNING_ROLES:
         config["producer.keystore"] = "/keys/keystore.json"
@@ -595,8 +608,7 @@ def write_kubernetes(root: Path, plan: DockerPlan, *, fullnodes: int) -> None:
         },
     }
     header = "# Written by `cairn testnet init`: this network's values. Holds the producer key.\n"
-    (out / "network.yaml").write_text(header + to_yaml(config_map) + "---\n" + to_yaml(secret))
-    os.chmod(out / "network.yaml", 0o600)
+    _write_private(out / "network.yaml", header + to_yaml(config_map) + "---\n" + to_yaml(secret))
     values = {
         "@IMAGE@": image_tag(),
         "@BOOTNODE_PEER_ID@": boot.peer_id,
@@ -611,6 +623,15 @@ def write_kubernetes(root: Path, plan: DockerPlan, *, fullnodes: int) -> None:
 
 
 # ------------------------------------------------------------------ everything, for init
+def _write_private(path: Path, text: str) -> None:
+    """A file only its owner can read from its first byte on: created 0600, and an existing
+    one (--force) narrowed before anything is written to it."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        os.fchmod(fh.fileno(), 0o600)
+        fh.write(text)
+
+
 def _toml(entries: dict[str, Any]) -> str:
     lines = ["# written by `cairn testnet init` for the node's container; CAIRN_* env overrides"]
     for key, value in entries.items():
@@ -638,11 +659,7 @@ def write_docker_files(root: Path, plan: DockerPlan, *, mirror: bool, fullnodes:
         "CAIRN_BLOCKSCOUT_DB_PASSWORD": secrets.token_hex(16),
         "CAIRN_BLOCKSCOUT_SECRET_KEY_BASE": secrets.token_hex(32),
     }
-    env = root / ".env"
-    fd = os.open(env, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(env_file(plan, passwords))
-    os.chmod(env, 0o600)
+    _write_private(root / ".env", env_file(plan, passwords))
     write_observability(root, plan)
     if any(n.role == "validator" for n in plan.nodes):
         # The manifests of deploy/k8s run one sequencer StatefulSet; validators each need

@@ -66,18 +66,32 @@ class DevControl(Protocol):
 
 @dataclass(frozen=True)
 class RpcConfig:
+    """Every RPC limit and access rule (flags in `cairn.node.config`; docs/security.md)."""
+
     gas_cap: int = 50_000_000
     call_workers: int = 0  # processes for eth_call / eth_estimateGas; 0 runs them in-process
     logs_block_range: int = 10_000
     logs_max_results: int = 20_000
     batch_limit: int = 1_000
-    max_body_bytes: int = 16 * 1024 * 1024
+    max_body_bytes: int = 5 * 1024 * 1024
     max_response_bytes: int = 32 * 1024 * 1024
-    rate_limit_per_second: float = 0.0
+    rate_limit_per_second: float = 0.0  # per client address; 0 is off
     rate_limit_burst: int = 200
-    cors_origins: tuple[str, ...] = ("*",)
+    trusted_proxies: tuple[str, ...] = ()  # IPs/CIDRs whose X-Forwarded-For names the client
+    cors_origins: tuple[str, ...] = ()  # empty: no CORS header (geth)
+    vhosts: tuple[str, ...] = ("localhost",)  # Host names accepted; IPs always are
+    ws_origins: tuple[str, ...] = ()  # empty: pages on this machine (geth)
+    http_api: frozenset[str] | None = None  # namespaces over HTTP; None is every one
+    ws_api: frozenset[str] | None = None
+    token: bytes | None = None  # bearer token opening every namespace; None: no token
     filter_timeout: float = 300.0
-    ws_max_subscriptions: int = 1_000
+    max_filters: int = 2_000
+    filter_backlog: int = 1_000_000  # unread filter entries across every filter
+    ws_max_subscriptions: int = 10_000  # across every connection
+    ws_max_connections: int = 500
+    ws_send_buffer: int = 8 * 1024 * 1024  # bytes queued for one connection
+    evm_timeout: float = 5.0  # seconds for one eth_call/eth_estimateGas; 0 is none
+    trace_timeout: float = 30.0  # the most a debug_trace* may run, whatever it asks
 
 
 def _no_peers() -> int:
@@ -121,12 +135,15 @@ class Backend:
         return await asyncio.get_running_loop().run_in_executor(executor, fn)
 
     async def call(self, header: BlockHeaderAPI, params: CallParams) -> bytes:
-        """eth_call's output on the state after `header` (raises on revert or failure)."""
+        """eth_call's output on the state after `header` (raises on revert or failure, and
+        past --rpc.evmtimeout with geth's "execution aborted (timeout = …)")."""
+        timeout = self.config.evm_timeout
         if self.call_workers is not None:
-            return await self.call_workers.call(header, params)
-        return await self.run_call(lambda: self.calls.call(header, params).output)
+            return await self.call_workers.call(header, params, evm_timeout=timeout)
+        return await self.run_call(lambda: self.calls.call(header, params, timeout=timeout).output)
 
     async def estimate_gas(self, header: BlockHeaderAPI, params: CallParams) -> int:
+        timeout = self.config.evm_timeout
         if self.call_workers is not None:
-            return await self.call_workers.estimate_gas(header, params)
-        return await self.run_call(lambda: self.calls.estimate_gas(header, params))
+            return await self.call_workers.estimate_gas(header, params, evm_timeout=timeout)
+        return await self.run_call(lambda: self.calls.estimate_gas(header, params, timeout=timeout))

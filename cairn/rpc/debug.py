@@ -1,12 +1,16 @@
 """The debug namespace: geth's tracers (callTracer and the struct logger) and raw RLP data.
 
 Traces re-execute blocks, so they run on the Backend's read executor, never on the event
-loop. Owns the JSON shapes of geth's trace results. Must never change chain state.
+loop. A request runs at most --rpc.trace-timeout (a larger `timeout` option is cut to it),
+and its struct logs may take at most --rpc.max-response bytes of JSON, counted while they
+are captured: past it the client gets `-32005 trace too large`. Owns the JSON shapes of
+geth's trace results. Must never change chain state.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import rlp
@@ -18,6 +22,7 @@ from cairn.execution.trace import (
     TraceOptions,
     Tracer,
     TraceResult,
+    TraceTooLarge,
     TxTrace,
 )
 from cairn.execution.vmerrors import opcode_name
@@ -25,7 +30,7 @@ from cairn.rpc import params
 from cairn.rpc.backend import Backend
 from cairn.rpc.blocks import BlockResolver
 from cairn.rpc.dispatch import rpc_method
-from cairn.rpc.errors import SERVER_ERROR, RpcError, invalid_params
+from cairn.rpc.errors import LIMIT_EXCEEDED, SERVER_ERROR, RpcError, invalid_params
 from cairn.rpc.format import addr, hexb, q
 
 T = TypeVar("T")
@@ -40,24 +45,35 @@ class DebugNamespace:
         self.b = backend
         self.reader = backend.chain.reader
         self.blocks = BlockResolver(self.reader)
-        # A struct-log step is at least ~60 bytes of JSON; stop before the response cap.
-        max_steps = backend.config.max_response_bytes // 60
-        self.tracer = Tracer(self.reader, backend.calls, max_steps=max_steps)
+        config = backend.config
+        self.max_timeout = config.trace_timeout
+        # A struct log that could not be sent is stopped as soon as it is known to be so.
+        self.tracer = Tracer(
+            self.reader,
+            backend.calls,
+            max_bytes=config.max_response_bytes,
+            max_seconds=config.trace_timeout,
+        )
+
+    async def _traced(self, trace: Callable[[], T]) -> T:
+        """A trace on the read threads; one that outgrew its budget is a limit error."""
+        try:
+            return await self.b.run_read(trace)
+        except TraceTooLarge as exc:
+            raise RpcError(LIMIT_EXCEEDED, str(exc)) from None
 
     # ------------------------------------------------------------ tracing
     @rpc_method("debug_traceTransaction")
     async def trace_transaction(self, tx_hash: Any, config: Any = None) -> Any:
         h = params.hash32(tx_hash, 0)
-        options = parse_trace_config(config, 1)
+        options = parse_trace_config(config, 1, self.max_timeout)
         # Formatting a long struct log is heavy too: both stay off the event loop.
-        return await self.b.run_read(
-            lambda: format_trace(self.tracer.trace_transaction(h, options))
-        )
+        return await self._traced(lambda: format_trace(self.tracer.trace_transaction(h, options)))
 
     @rpc_method("debug_traceBlockByNumber")
     async def trace_block_by_number(self, block: Any, config: Any = None) -> list[dict[str, Any]]:
         ref = params.block_ref(block, 0)
-        options = parse_trace_config(config, 1)
+        options = parse_trace_config(config, 1, self.max_timeout)
         number = self.blocks.number(ref)
         if number is None:
             shown = ref.number if ref.number is not None else _describe(block)
@@ -69,14 +85,14 @@ class DebugNamespace:
         self, block_hash: Any, config: Any = None
     ) -> list[dict[str, Any]]:
         h = params.hash32(block_hash, 0)
-        options = parse_trace_config(config, 1)
+        options = parse_trace_config(config, 1, self.max_timeout)
         number = self.reader.store.load_number(h)
         if number is None:
             raise RpcError(SERVER_ERROR, f"block 0x{h.hex()} not found")
         return await self._trace_block(number, options)
 
     async def _trace_block(self, number: int, options: TraceOptions) -> list[dict[str, Any]]:
-        return await self.b.run_read(
+        return await self._traced(
             lambda: [format_tx_trace(t) for t in self.tracer.trace_block(number, options)]
         )
 
@@ -91,8 +107,8 @@ class DebugNamespace:
                         f"invalid argument 2: {unsupported} is not supported by Cairn's "
                         "debug_traceCall; trace on the block's state without it"
                     )
-        options = parse_trace_config(config, 2)
-        return await self.b.run_read(
+        options = parse_trace_config(config, 2, self.max_timeout)
+        return await self._traced(
             lambda: format_trace(self.tracer.trace_call(header, call, options))
         )
 
@@ -153,10 +169,11 @@ def _describe(block: Any) -> str:
 
 
 # ------------------------------------------------------------ trace config
-def parse_trace_config(value: Any, index: int) -> TraceOptions:
-    """geth's TraceConfig; its keys are matched case-insensitively, as Go's JSON does."""
+def parse_trace_config(value: Any, index: int, max_timeout: float = 0.0) -> TraceOptions:
+    """geth's TraceConfig; its keys are matched case-insensitively, as Go's JSON does. The
+    `timeout` asked for (geth's default 5s; "0" is none) is cut to `max_timeout` if set."""
     if value is None:
-        return TraceOptions()
+        return TraceOptions(timeout=_capped(5.0, max_timeout))
     if not isinstance(value, dict):
         raise invalid_params(f"invalid argument {index}: expected a trace config object")
     keys = {str(k).lower(): v for k, v in value.items()}
@@ -190,8 +207,14 @@ def parse_trace_config(value: Any, index: int) -> TraceOptions:
         struct=struct,
         only_top_call=_flag(call_keys, "onlytopcall", index),
         with_log=_flag(call_keys, "withlog", index),
-        timeout=5.0 if timeout is None else parse_duration(timeout),
+        timeout=_capped(5.0 if timeout is None else parse_duration(timeout), max_timeout),
     )
+
+
+def _capped(timeout: float, max_timeout: float) -> float:
+    if max_timeout > 0 and (timeout <= 0 or timeout > max_timeout):
+        return max_timeout
+    return timeout
 
 
 def _flag(keys: dict[str, Any], name: str, index: int) -> bool:

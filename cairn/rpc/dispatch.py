@@ -1,4 +1,11 @@
-"""JSON-RPC 2.0 request handling, independent of transport: validation, batches, dispatch."""
+"""JSON-RPC 2.0 request handling, independent of transport: validation, batches, namespace
+access, dispatch.
+
+A method's namespace is the part of its name before the first underscore (`debug` for
+`debug_traceTransaction`); an endpoint serves only the namespaces its `Access` allows. A
+batch's answers are handed to the transport's `AnswerSink` as each one is ready, so that a
+batch whose response would be too large is stopped while it is built, not after.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +14,8 @@ import inspect
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from cairn.rpc.errors import (
     INVALID_PARAMS,
@@ -62,6 +70,47 @@ def _error(request_id: Any, error: RpcError) -> dict[str, Any]:
     return {"jsonrpc": "2.0", "id": request_id, "error": error.to_json()}
 
 
+def namespace_of(method: str) -> str:
+    """`debug` for `debug_traceTransaction`: the name up to its first underscore."""
+    return method.split("_", 1)[0]
+
+
+@dataclass(frozen=True)
+class Access:
+    """The namespaces one request may reach: None is every namespace. `flag` names the option
+    that lists them, for the refusal message; `token` says a bearer token would open more."""
+
+    namespaces: frozenset[str] | None = None
+    flag: str = "--http.api"
+    token: bool = False
+
+    def allows(self, namespace: str) -> bool:
+        return self.namespaces is None or namespace in self.namespaces
+
+    def refusal(self, method: str) -> RpcError:
+        namespace = namespace_of(method)
+        opener = " or send the --rpc.token-file bearer token" if self.token else ""
+        return RpcError(
+            METHOD_NOT_FOUND,
+            f"the method {method} does not exist/is not available: the {namespace} namespace "
+            f"is not enabled on this endpoint (add it to {self.flag}{opener})",
+        )
+
+
+OPEN = Access()
+
+
+class ResponseTooLarge(Exception):
+    """Raised by an `AnswerSink` when the answers so far exceed the response limit."""
+
+
+class AnswerSink(Protocol):
+    """The transport's view of a batch being answered: it encodes and measures each answer
+    as it is ready, and raises `ResponseTooLarge` to stop the batch."""
+
+    def add(self, answer: dict[str, Any]) -> None: ...
+
+
 class Dispatcher:
     def __init__(self, methods: dict[str, Handler], batch_limit: int) -> None:
         self.methods = methods
@@ -71,8 +120,16 @@ class Dispatcher:
         self.calls: Counter[str] = Counter()
         self.errors: Counter[str] = Counter()
 
-    async def handle(self, payload: Any, *, context: Any = None) -> Any:
-        """Answer a decoded request or batch; None means nothing to send (notifications)."""
+    async def handle(
+        self,
+        payload: Any,
+        *,
+        context: Any = None,
+        access: Access = OPEN,
+        sink: AnswerSink | None = None,
+    ) -> Any:
+        """Answer a decoded request or batch; None means nothing to send (notifications).
+        A batch stopped by `sink` is answered with one `-32005 response too large` error."""
         if isinstance(payload, list):
             if not payload:
                 return _error(None, RpcError(INVALID_REQUEST, "empty batch"))
@@ -84,16 +141,50 @@ class Dispatcher:
                         f"batch too large: {len(payload)} requests, limit {self.batch_limit}",
                     ),
                 )
-            # Items run concurrently (as Anvil does), so that the transactions of one batch
-            # share one journal fsync; each item starts in order.
-            answers = await asyncio.gather(
-                *(self.handle_one(item, context=context) for item in payload)
-            )
-            replies = [a for a in answers if a is not None]
-            return replies or None
-        return await self.handle_one(payload, context=context)
+            return await self._batch(payload, context, access, sink)
+        return await self.handle_one(payload, context=context, access=access)
 
-    async def handle_one(self, request: Any, *, context: Any = None) -> dict[str, Any] | None:
+    async def _batch(
+        self, payload: list[Any], context: Any, access: Access, sink: AnswerSink | None
+    ) -> Any:
+        answers: list[dict[str, Any] | None] = [None] * len(payload)
+
+        async def answer(index: int, item: Any) -> None:
+            reply = await self.handle_one(item, context=context, access=access)
+            if reply is not None and sink is not None:
+                sink.add(reply)
+            answers[index] = reply
+
+        # Items run concurrently (as Anvil does), so that the transactions of one batch
+        # share one journal fsync; each item starts in order.
+        tasks = [asyncio.ensure_future(answer(i, item)) for i, item in enumerate(payload)]
+        try:
+            await asyncio.gather(*tasks)
+        except ResponseTooLarge as exc:
+            message = str(exc)
+            # What is left is cancelled (a cancelled submission's transaction is still
+            # admitted or refused as a whole by the pool; only its answer is lost).
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            # The exception's traceback holds this frame, which holds the tasks, one of
+            # which holds the exception: drop the answers now rather than at the next full
+            # garbage collection (rare on a node: see cairn.node.heap).
+            tasks.clear()
+            answers.clear()
+            return _error(None, RpcError(LIMIT_EXCEEDED, message))
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            tasks.clear()
+            answers.clear()
+            raise
+        replies = [a for a in answers if a is not None]
+        return replies or None
+
+    async def handle_one(
+        self, request: Any, *, context: Any = None, access: Access = OPEN
+    ) -> dict[str, Any] | None:
         if not isinstance(request, dict):
             return _error(None, RpcError(INVALID_REQUEST, "invalid request: expected an object"))
         request_id = request.get("id")
@@ -116,7 +207,7 @@ class Dispatcher:
             error = RpcError(INVALID_PARAMS, "invalid params: expected an array (by-position)")
             return None if is_notification else _error(request_id, error)
         try:
-            result = await self.call(method, params, context)
+            result = await self.call(method, params, context, access)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # every failure becomes an error object, the node keeps serving
@@ -128,13 +219,18 @@ class Dispatcher:
             return None
         return {"jsonrpc": "2.0", "id": request_id, "result": result}
 
-    async def call(self, method: str, params: list[Any], context: Any = None) -> Any:
+    async def call(
+        self, method: str, params: list[Any], context: Any = None, access: Access = OPEN
+    ) -> Any:
         fn = self.methods.get(method)
         if fn is None:
             self.calls["other"] += 1
             self.errors["other"] += 1
             raise RpcError(METHOD_NOT_FOUND, f"the method {method} does not exist/is not available")
         self.calls[method] += 1
+        if not access.allows(namespace_of(method)):
+            self.errors[method] += 1
+            raise access.refusal(method)
         try:
             return await self._call(fn, method, params, context)
         except Exception:

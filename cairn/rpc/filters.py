@@ -3,8 +3,11 @@ eth_getFilterChanges, eth_getFilterLogs, eth_uninstallFilter — as geth answers
 
 A filter collects what arrives after it was installed (block hashes, pending transaction
 hashes, or blocks whose logs may match) until it is polled; one not polled for
-`RpcConfig.filter_timeout` seconds (geth: 5 minutes) is removed. Must never scan history on
-the event loop: eth_getFilterLogs runs the eth_getLogs query off the loop.
+`RpcConfig.filter_timeout` seconds (geth: 5 minutes) is removed. What filters may hold is
+bounded (`FilterLimits`): how many are installed (--rpc.max-filters), unread entries per
+filter, and unread entries across all of them (--rpc.filter-backlog; past it the fullest
+filter is dropped, and says so when next polled). Must never scan history on the event
+loop: eth_getFilterLogs runs the eth_getLogs query off the loop.
 """
 
 from __future__ import annotations
@@ -17,8 +20,9 @@ from typing import Any, Literal
 
 from cairn.chain.events import ChainRewound
 from cairn.execution.reader import StoredBlock
+from cairn.rpc.backend import RpcConfig
 from cairn.rpc.dispatch import rpc_method
-from cairn.rpc.errors import SERVER_ERROR, RpcError, invalid_params
+from cairn.rpc.errors import LIMIT_EXCEEDED, SERVER_ERROR, RpcError, invalid_params
 from cairn.rpc.feed import LiveFeed
 from cairn.rpc.format import hexb
 from cairn.rpc.logs import LogFilter, parse_filter
@@ -30,6 +34,17 @@ FILTER_NOT_FOUND = "filter not found"
 MAX_UNREAD = 100_000
 
 Kind = Literal["logs", "blocks", "pending"]
+
+
+@dataclass(frozen=True)
+class FilterLimits:
+    max_filters: int = 2_000  # installed at once, every client together
+    backlog: int = 1_000_000  # unread entries across every filter
+    per_filter: int = MAX_UNREAD
+
+    @classmethod
+    def of(cls, config: RpcConfig) -> FilterLimits:
+        return cls(max_filters=config.max_filters, backlog=config.filter_backlog)
 
 
 @dataclass
@@ -70,10 +85,13 @@ class FilterNamespace:
         feed: LiveFeed,
         timeout: float,
         get_logs: Callable[[Any], Awaitable[list[dict[str, Any]]]],
+        limits: FilterLimits | None = None,
     ) -> None:
         self._timeout = timeout
         self._get_logs = get_logs
         self._filters: dict[str, _Filter] = {}
+        self._unread = 0  # entries held by every filter together
+        self.limits = limits or FilterLimits()
         self._log_index = feed.log_index
         feed.blocks.add(self._on_block)
         feed.txs.add(self._on_txs)
@@ -88,43 +106,76 @@ class FilterNamespace:
         number = stored.header.block_number
         for flt in self._filters.values():
             if flt.kind == "blocks":
-                self._push(flt, stored.header.hash)
+                self._add(flt, hashes=(stored.header.hash,))
             elif flt.kind == "logs" and _in_range(flt.criteria, number):
-                flt.blocks.append((stored, False))
-                self._check_size(flt)
+                self._add(flt, blocks=((stored, False),))
+        self._check_backlog()
 
     def _on_txs(self, txs: Sequence[DecodedTx]) -> None:
+        hashes: tuple[bytes, ...] | None = None
         for flt in self._filters.values():
             if flt.kind == "pending":
-                flt.hashes.extend(tx.hash for tx in txs)
-                self._check_size(flt)
+                hashes = hashes if hashes is not None else tuple(tx.hash for tx in txs)
+                self._add(flt, hashes=hashes)
+        self._check_backlog()
 
     def _on_rewind(self, event: ChainRewound) -> None:
         # geth sends logs of blocks that left the chain again with "removed": true
         for flt in self._filters.values():
             if flt.kind != "logs":
                 continue
-            for stored in reversed(event.removed):
-                if _in_range(flt.criteria, stored.header.block_number):
-                    flt.blocks.append((stored, True))
-            self._check_size(flt)
+            removed = tuple(
+                (stored, True)
+                for stored in reversed(event.removed)
+                if _in_range(flt.criteria, stored.header.block_number)
+            )
+            self._add(flt, blocks=removed)
+        self._check_backlog()
 
-    def _push(self, flt: _Filter, item: bytes) -> None:
-        flt.hashes.append(item)
-        self._check_size(flt)
+    def _add(
+        self,
+        flt: _Filter,
+        *,
+        hashes: Sequence[bytes] = (),
+        blocks: Sequence[tuple[StoredBlock, bool]] = (),
+    ) -> None:
+        if flt.overflowed:
+            return
+        flt.hashes.extend(hashes)
+        flt.blocks.extend(blocks)
+        self._unread += len(hashes) + len(blocks)
+        if flt.unread() > self.limits.per_filter:
+            self._overflow(flt)
 
-    @staticmethod
-    def _check_size(flt: _Filter) -> None:
-        if flt.unread() > MAX_UNREAD:
-            flt.overflowed = True
-            flt.hashes.clear()
-            flt.blocks.clear()
+    def _overflow(self, flt: _Filter) -> None:
+        flt.overflowed = True
+        self._unread -= flt.unread()
+        flt.hashes = []
+        flt.blocks = []
+
+    def _check_backlog(self) -> None:
+        while self._unread > self.limits.backlog:
+            self._overflow(max(self._filters.values(), key=_Filter.unread))
+
+    def _forget(self, filter_id: str) -> bool:
+        flt = self._filters.pop(filter_id, None)
+        if flt is None:
+            return False
+        self._unread -= flt.unread()
+        return True
 
     def _expire(self, now: float) -> None:
         for filter_id in [i for i, f in self._filters.items() if f.deadline < now]:
-            del self._filters[filter_id]
+            self._forget(filter_id)
 
     def _install(self, flt: _Filter) -> str:
+        if len(self._filters) >= self.limits.max_filters:
+            raise RpcError(
+                LIMIT_EXCEEDED,
+                f"too many filters installed (limit {self.limits.max_filters}, "
+                "--rpc.max-filters): eth_uninstallFilter unused ones, or subscribe over "
+                "WebSocket instead",
+            )
         filter_id = new_id()
         self._filters[filter_id] = flt
         return filter_id
@@ -138,7 +189,7 @@ class FilterNamespace:
         key = filter_id.lower()
         flt = self._filters.get(key)
         if flt is None or flt.deadline < asyncio.get_running_loop().time():
-            self._filters.pop(key, None)
+            self._forget(key)
             raise RpcError(SERVER_ERROR, FILTER_NOT_FOUND)
         return key, flt
 
@@ -168,19 +219,22 @@ class FilterNamespace:
     async def uninstall(self, filter_id: Any) -> bool:
         if not isinstance(filter_id, str):
             raise invalid_params(f"invalid argument 0: expected a filter id, got {filter_id!r}")
-        return self._filters.pop(filter_id.lower(), None) is not None
+        return self._forget(filter_id.lower())
 
     @rpc_method("eth_getFilterChanges")
     async def changes(self, filter_id: Any) -> list[Any]:
         key, flt = self._lookup(filter_id)
         if flt.overflowed:
-            del self._filters[key]
+            self._forget(key)
             raise RpcError(
                 SERVER_ERROR,
-                f"filter {key} was removed: more than {MAX_UNREAD} unread entries; poll "
-                "eth_getFilterChanges more often, or query history with eth_getLogs",
+                f"filter {key} was removed: more than {self.limits.per_filter} unread entries, "
+                f"or the most when all filters held more than {self.limits.backlog} "
+                "(--rpc.filter-backlog); poll eth_getFilterChanges more often, or query "
+                "history with eth_getLogs",
             )
         flt.deadline = self._deadline()
+        self._unread -= flt.unread()
         if flt.kind != "logs":
             hashes, flt.hashes = flt.hashes, []
             return [hexb(h) for h in hashes]

@@ -10,7 +10,7 @@ from cairn.rpc.dev import DevNamespace, DevSends
 from cairn.rpc.dispatch import Handler, collect_all
 from cairn.rpc.eth import EthNamespace
 from cairn.rpc.feed import LiveFeed
-from cairn.rpc.filters import FilterNamespace
+from cairn.rpc.filters import FilterLimits, FilterNamespace
 from cairn.rpc.proof import ProofNamespace
 from cairn.rpc.send import SendNamespace
 from cairn.rpc.subscriptions import SubscriptionNamespace
@@ -31,7 +31,9 @@ class RpcMethods:
         self.eth = EthNamespace(backend)
         dev_sends = DevSends(backend, self.feed) if backend.dev is not None else None
         self.send = SendNamespace(backend, dev_sends)
-        self.filters = FilterNamespace(self.feed, config.filter_timeout, self.eth.get_logs)
+        self.filters = FilterNamespace(
+            self.feed, config.filter_timeout, self.eth.get_logs, FilterLimits.of(config)
+        )
         self.subscriptions = SubscriptionNamespace(self.feed, config.ws_max_subscriptions)
         self.table: dict[str, Handler] = collect_all(
             self.eth,

@@ -1,5 +1,14 @@
 """The aiohttp server: JSON-RPC over HTTP POST and WebSocket on the HTTP port (as Anvil) and
-on the separate WS port (as geth), with body, batch, response and rate limits and CORS.
+on the separate WS port (as geth).
+
+Owns every limit a client meets before and after dispatch: Host check (--http.vhosts),
+CORS, WebSocket origins, JSON-only POST bodies, body size, bearer token, per-client rate,
+namespace access (--http.api/--ws.api, also for /metrics and /status), batch responses
+measured as they are built, WebSocket connection count and each connection's send buffer
+in bytes; and, after a large answer or a refusal at a limit, handing freed memory back.
+A client that hits a limit gets a JSON-RPC error or an HTTP status, or (a WebSocket
+client that does not read) is disconnected and everything queued for it freed; the node
+keeps serving the others. Must never run chain work itself: namespaces do.
 """
 
 from __future__ import annotations
@@ -7,21 +16,40 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
 from aiohttp import WSMsgType, web
 
+from cairn.rpc.access import (
+    ClientAddress,
+    TokenBuckets,
+    cors_headers,
+    host_allowed,
+    token_matches,
+    ws_origin_allowed,
+)
 from cairn.rpc.backend import RpcConfig
 from cairn.rpc.cache import RawJson
-from cairn.rpc.dispatch import Dispatcher
-from cairn.rpc.errors import INVALID_REQUEST, LIMIT_EXCEEDED, PARSE_ERROR
+from cairn.rpc.dispatch import OPEN, Access, Dispatcher, ResponseTooLarge
+from cairn.rpc.errors import INVALID_REQUEST, LIMIT_EXCEEDED, PARSE_ERROR, UNAUTHORIZED
 from cairn.rpc.jsonbody import decode_json
+from cairn.rpc.memory import MemoryReleaser
 
 log = logging.getLogger("cairn.rpc")
 STREAMED_RESULT_BYTES = 256 * 1024
+# What geth accepts as a JSON-RPC POST body; anything else (text/plain, forms) is what a web
+# page can send cross-origin without a CORS preflight, so it is refused before it runs.
+JSON_CONTENT_TYPES = frozenset(
+    {"application/json", "application/json-rpc", "application/jsonrequest"}
+)
+# HTTP paths that show what the RPC namespaces would (peers and their addresses): each is
+# served only where its name is in --http.api, or to a request carrying the bearer token.
+RESTRICTED_PATHS = {"/metrics": "metrics", "/status": "status"}
+# After an answer this large, or a request refused at a limit, freed memory is handed back.
+LARGE_ANSWER_BYTES = 8 * 1024 * 1024
 
 Route = tuple[str, str, Callable[[web.Request], Awaitable[web.StreamResponse]]]
 
@@ -70,40 +98,61 @@ def error_body(code: int, message: str) -> str:
     return _dumps({"jsonrpc": "2.0", "id": None, "error": {"code": code, "message": message}})
 
 
-class TokenBuckets:
-    """Per-client-IP token buckets; `rate == 0` turns limiting off."""
+class EncodedAnswers:
+    """An `AnswerSink`: a batch's answers encoded as each is ready, refused past `limit`."""
 
-    def __init__(self, rate: float, burst: int) -> None:
-        self.rate = rate
-        self.burst = burst
-        self._buckets: dict[str, tuple[float, float]] = {}
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.size = 2  # the brackets
+        self._parts: dict[int, bytes] = {}
 
-    def allow(self, key: str, cost: int = 1) -> bool:
-        if self.rate <= 0:
-            return True
-        now = time.monotonic()
-        tokens, stamp = self._buckets.get(key, (float(self.burst), now))
-        tokens = min(float(self.burst), tokens + (now - stamp) * self.rate)
-        if tokens < cost:
-            self._buckets[key] = (tokens, now)
-            return False
-        self._buckets[key] = (tokens - cost, now)
-        if len(self._buckets) > 100_000:
-            self._buckets.clear()
-        return True
+    def add(self, answer: dict[str, Any]) -> None:
+        raw = encode(answer)
+        self.size += len(raw) + 1
+        if self.size > self.limit:
+            answers = len(self._parts) + 1
+            self._parts.clear()
+            raise ResponseTooLarge(
+                f"response too large: {self.size} bytes after {answers} answers, "
+                f"limit {self.limit} (--rpc.max-response)"
+            )
+        self._parts[id(answer)] = raw
+
+    def join(self, answers: list[dict[str, Any]]) -> bytes:
+        return b"[" + b",".join(self._parts[id(a)] for a in answers) + b"]"
 
 
 class WsSession:
-    """One WebSocket connection; subscriptions push notifications through `notify`."""
+    """One WebSocket connection; answers and notifications leave through one queue bounded
+    in bytes. A client that lets more than `send_buffer` bytes pile up behind the message
+    being written is disconnected and its queue dropped (geth closes a subscriber that falls
+    behind too). So one connection holds at most `send_buffer` bytes (or one larger
+    message) besides the message being written."""
 
-    def __init__(self, ws: web.WebSocketResponse, remote: str) -> None:
+    def __init__(
+        self,
+        ws: web.WebSocketResponse,
+        remote: str,
+        transport: asyncio.Transport | None,
+        *,
+        send_buffer: int,
+        access: Access,
+        privileged: bool,
+        memory: MemoryReleaser,
+    ) -> None:
         self.ws = ws
+        self._memory = memory
         self.remote = remote
+        self.access = access
+        self.privileged = privileged
         self.closed = False
         self.on_close: list[Callable[[], None]] = []
-        # geth closes a subscriber that falls 20,000 notifications behind; so do we
-        self._queue: asyncio.Queue[str] = asyncio.Queue(maxsize=20_000)
-        self._closing: asyncio.Future[None] | None = None
+        self._transport = transport
+        self._send_buffer = send_buffer
+        self._queue: deque[str] = deque()
+        self._queued_bytes = 0
+        self._ready = asyncio.Event()
+        self._closing: asyncio.Task[None] | None = None
 
     def notify(self, subscription: str, result: Any) -> None:
         message = {
@@ -111,32 +160,62 @@ class WsSession:
             "method": "eth_subscription",
             "params": {"subscription": subscription, "result": result},
         }
-        try:
-            self._queue.put_nowait(_dumps(message))
-        except asyncio.QueueFull:
-            log.warning("ws client %s is not reading; closing its connection", self.remote)
-            self._close(b"subscription backlog overflow")
+        self.send_text(_dumps(message))
 
     def send_text(self, text: str) -> None:
-        try:
-            self._queue.put_nowait(text)
-        except asyncio.QueueFull:
-            self._close(b"send backlog overflow")
+        if self.closed:
+            return
+        size = len(text)
+        # One message is always taken when nothing waits (an answer up to --rpc.max-response).
+        if self._queue and self._queued_bytes + size > self._send_buffer:
+            log.warning(
+                "ws client %s is not reading: %d bytes queued, limit %d (--ws.send-buffer); "
+                "disconnecting it",
+                self.remote,
+                self._queued_bytes + size,
+                self._send_buffer,
+            )
+            self.drop(1008, b"send buffer overflow: read your messages (--ws.send-buffer)")
+            return
+        self._queue.append(text)
+        self._queued_bytes += size
+        self._ready.set()
 
-    def _close(self, reason: bytes) -> None:
+    def drop(self, code: int, reason: bytes) -> asyncio.Task[None]:
+        """Stop sending, free the queue, and close the connection (aborted if the client
+        does not take the close frame within a second); the task doing so."""
         self.closed = True
+        self._queue.clear()
+        self._queued_bytes = 0
+        self._memory.release_soon()
+        self._ready.set()
         if self._closing is None:
-            self._closing = asyncio.ensure_future(self._close_ws(reason))
+            self._closing = asyncio.ensure_future(self._close_ws(code, reason))
+        return self._closing
 
-    async def _close_ws(self, reason: bytes) -> None:
-        await self.ws.close(message=reason)
+    async def _close_ws(self, code: int, reason: bytes) -> None:
+        try:
+            await asyncio.wait_for(self.ws.close(code=code, message=reason), timeout=1.0)
+        except (TimeoutError, ConnectionError):
+            log.debug("ws client %s did not take its close frame; aborting", self.remote)
+        if self._transport is not None:
+            self._transport.abort()  # drops what is still buffered for the client
 
     async def writer(self) -> None:
-        while True:
-            text = await self._queue.get()
-            if self.ws.closed:
-                return
-            await self.ws.send_str(text)
+        try:
+            while not self.closed:
+                if not self._queue:
+                    self._ready.clear()
+                    await self._ready.wait()
+                    continue
+                text = self._queue.popleft()
+                self._queued_bytes -= len(text)
+                # A client that does not read blocks here, and the queue behind grows.
+                await self.ws.send_str(text)
+        except (ConnectionError, RuntimeError):  # the peer left, or the socket was aborted
+            self.closed = True
+            self._queue.clear()
+            self._queued_bytes = 0
 
 
 class RpcServer:
@@ -155,13 +234,22 @@ class RpcServer:
         self.port = port
         self.ws_port = ws_port
         self.limiter = TokenBuckets(config.rate_limit_per_second, config.rate_limit_burst)
-        self.app = web.Application(client_max_size=config.max_body_bytes)
+        self.clients = ClientAddress.parse(config.trusted_proxies)
+        has_token = config.token is not None
+        self.http_access = Access(config.http_api, "--http.api", has_token)
+        self.ws_access = Access(config.ws_api, "--ws.api", has_token)
+        self.app = web.Application(
+            client_max_size=config.max_body_bytes, middlewares=[self._check_host]
+        )
         self.app.router.add_route("POST", "/", self._http)
         self.app.router.add_route("GET", "/", self._get_root)
         self.app.router.add_route("OPTIONS", "/", self._preflight)
         for method, path, handler in extra_routes or []:
+            if path in RESTRICTED_PATHS:
+                handler = self._restricted(RESTRICTED_PATHS[path], handler)
             self.app.router.add_route(method, path, handler)
         self._runner: web.AppRunner | None = None
+        self.memory = MemoryReleaser()
         self.sessions: set[WsSession] = set()
         self.bound_ports: list[int] = []
 
@@ -177,28 +265,82 @@ class RpcServer:
             self.bound_ports.append(sockets[0].getsockname()[1] if sockets else port)
 
     async def stop(self) -> None:
-        for session in list(self.sessions):
-            await session.ws.close()
+        closing = [session.drop(1001, b"node shutting down") for session in list(self.sessions)]
+        if closing:
+            await asyncio.gather(*closing)
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
 
+    # ------------------------------------------------------------ who is asking
+    @web.middleware
+    async def _check_host(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        """--http.vhosts, as geth: a page on another name that resolves here (DNS rebinding)
+        is refused before anything runs. WebSocket upgrades are checked by origin instead."""
+        if not _is_upgrade(request) and not host_allowed(request.host, self.config.vhosts):
+            return self._json(
+                error_body(
+                    INVALID_REQUEST,
+                    f"invalid host specified: {request.host!r} is not in --http.vhosts",
+                ),
+                {},
+                status=403,
+            )
+        return await handler(request)
+
+    def _client(self, request: web.Request) -> str:
+        return self.clients.of(request.remote, request.headers.get("X-Forwarded-For"))
+
+    def _token(self, request: web.Request) -> bool | None:
+        return token_matches(request.headers.get("Authorization"), self.config.token)
+
+    @staticmethod
+    def _bad_token() -> web.Response:
+        return web.Response(
+            status=401,
+            text=error_body(UNAUTHORIZED, "invalid bearer token (--rpc.token-file)"),
+            content_type="application/json",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+    def _restricted(
+        self, name: str, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        async def guarded(request: web.Request) -> web.StreamResponse:
+            token = self._token(request)
+            if token is False:
+                return self._bad_token()
+            if token or self.http_access.allows(name):
+                return await handler(request)
+            opener = " or send the --rpc.token-file bearer token" if self.config.token else ""
+            return web.Response(
+                status=403,
+                text=f"{request.path} is not enabled: add {name} to --http.api{opener}\n",
+            )
+
+        return guarded
+
+    def _rate_limited(self, client: str, cost: int) -> str | None:
+        """None when the client may go on, else why not (the bucket is charged `cost`)."""
+        if self.limiter.allow(client, cost):
+            return None
+        if cost > self.limiter.burst:
+            return (
+                f"rate limit exceeded: a batch of {cost} requests is more than the "
+                f"{self.limiter.burst} a client may send at once (--rpc.ratelimit-burst)"
+            )
+        return "rate limit exceeded: slow down or raise --rpc.ratelimit"
+
     # ------------------------------------------------------------ CORS
     def _cors_headers(self, request: web.Request) -> dict[str, str]:
-        origin = request.headers.get("Origin")
-        if origin is None:
-            return {}
-        allowed = self.config.cors_origins
-        if "*" in allowed:
-            return {"Access-Control-Allow-Origin": "*"}
-        if origin in allowed:
-            return {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}
-        return {}
+        return cors_headers(request.headers.get("Origin"), self.config.cors_origins)
 
     async def _preflight(self, request: web.Request) -> web.Response:
         headers = self._cors_headers(request)
         if request.headers.get("Origin") is not None and not headers:
-            return web.Response(status=403, text="origin not allowed")
+            return web.Response(status=403, text="origin not allowed by --http.corsdomain")
         headers.update(
             {
                 "Access-Control-Allow-Methods": "POST, GET, OPTIONS",
@@ -209,16 +351,27 @@ class RpcServer:
         return web.Response(status=204, headers=headers)
 
     # ------------------------------------------------------------ HTTP
-    def _remote(self, request: web.Request) -> str:
-        return request.remote or "unknown"
-
     async def _http(self, request: web.Request) -> web.StreamResponse:
+        # Without an allowed origin the browser gets no CORS header and withholds the answer
+        # from the page; JSON-only bodies make it ask first (a preflight), which fails.
         headers = self._cors_headers(request)
-        if request.headers.get("Origin") is not None and not headers:
-            return web.Response(
-                status=403,
-                text=error_body(INVALID_REQUEST, "origin not allowed by --http.corsdomain"),
-                content_type="application/json",
+        if request.content_type not in JSON_CONTENT_TYPES:
+            return self._json(
+                error_body(
+                    INVALID_REQUEST,
+                    f"invalid content type {request.content_type!r}, only application/json is "
+                    "supported",
+                ),
+                headers,
+                status=415,
+            )
+        token = self._token(request)
+        if token is False:
+            return self._bad_token()
+        client = self._client(request)
+        if not token and self.limiter.is_empty(client):  # refused before its body is read
+            return self._too_many(
+                "rate limit exceeded: slow down or raise --rpc.ratelimit", headers
             )
         length = request.content_length
         if length is not None and length > self.config.max_body_bytes:
@@ -246,19 +399,27 @@ class RpcServer:
         except (ValueError, UnicodeDecodeError) as exc:
             return self._json(error_body(PARSE_ERROR, f"parse error: {exc}"), headers)
         cost = len(payload) if isinstance(payload, list) else 1
-        if not self.limiter.allow(self._remote(request), max(1, cost)):
-            return self._json(
-                error_body(
-                    LIMIT_EXCEEDED, "rate limit exceeded: slow down or raise --rpc.ratelimit"
-                ),
-                headers,
-                status=429,
+        if not token:
+            refused = self._rate_limited(client, max(1, cost))
+            if refused is not None:
+                return self._too_many(refused, headers)
+        if isinstance(payload, list):
+            sink = EncodedAnswers(self.config.max_response_bytes)
+            answer = await self.dispatcher.handle(
+                payload, access=OPEN if token else self.http_access, sink=sink
             )
-        answer = await self.dispatcher.handle(payload)
+            self._after(answer, sink.size)
+            if answer is None:
+                return web.Response(status=200, headers=headers)
+            return self._json(
+                sink.join(answer) if isinstance(answer, list) else encode(answer), headers
+            )
+        answer = await self.dispatcher.handle(payload, access=OPEN if token else self.http_access)
         if answer is None:
             return web.Response(status=200, headers=headers)
         parts = encode_parts(answer)
         size = sum(len(part) for part in parts)
+        self._after(answer, size)
         if size > self.config.max_response_bytes:
             parts = [
                 error_body(
@@ -277,8 +438,19 @@ class RpcServer:
                 await response.write(part)
             await response.write_eof()
         except ConnectionResetError:  # the client left mid-answer: nothing to tell it
-            log.debug("client %s left before its answer was sent", self._remote(request))
+            log.debug("client %s left before its answer was sent", request.remote)
         return response
+
+    def _after(self, answer: Any, size: int) -> None:
+        """Hand freed memory back after a large answer, or a request refused at a limit
+        (a batch or a trace stopped there has just let go of what it built)."""
+        error = answer.get("error") if isinstance(answer, dict) else None
+        refused = isinstance(error, dict) and error.get("code") == LIMIT_EXCEEDED
+        if refused or size >= LARGE_ANSWER_BYTES:
+            self.memory.release_soon()
+
+    def _too_many(self, message: str, headers: dict[str, str]) -> web.Response:
+        return self._json(error_body(LIMIT_EXCEEDED, message), headers, status=429)
 
     @staticmethod
     def _json(body: str | bytes, headers: dict[str, str], status: int = 200) -> web.Response:
@@ -288,7 +460,7 @@ class RpcServer:
         )
 
     async def _get_root(self, request: web.Request) -> web.StreamResponse:
-        if request.headers.get("Upgrade", "").lower() == "websocket":
+        if _is_upgrade(request):
             return await self._websocket(request)
         return web.Response(
             status=200,
@@ -297,17 +469,40 @@ class RpcServer:
 
     # ------------------------------------------------------------ WebSocket
     async def _websocket(self, request: web.Request) -> web.StreamResponse:
+        origin = request.headers.get("Origin")
+        if not ws_origin_allowed(origin, self.config.ws_origins):
+            log.warning("refused a WebSocket from origin %s (--ws.origins)", origin)
+            return web.Response(status=403, text=f"origin {origin} not allowed by --ws.origins\n")
+        token = self._token(request)
+        if token is False:
+            return self._bad_token()
+        if len(self.sessions) >= self.config.ws_max_connections:
+            return web.Response(
+                status=503,
+                text=f"too many WebSocket connections (limit {self.config.ws_max_connections}, "
+                "--ws.max-connections); try again later\n",
+            )
         # Up to twice the body limit a message gets a JSON-RPC error (the connection stays);
         # beyond that aiohttp closes the connection with 1009 before reading it all.
         ws = web.WebSocketResponse(
             max_msg_size=2 * self.config.max_body_bytes, heartbeat=30.0, compress=False
         )
         await ws.prepare(request)
-        session = WsSession(ws, self._remote(request))
+        session = WsSession(
+            ws,
+            self._client(request),
+            request.transport,
+            send_buffer=self.config.ws_send_buffer,
+            access=OPEN if token else self.ws_access,
+            privileged=bool(token),
+            memory=self.memory,
+        )
         self.sessions.add(session)
         writer = asyncio.create_task(session.writer())
         try:
             async for message in ws:
+                if session.closed:
+                    break
                 if message.type == WSMsgType.TEXT:
                     await self._ws_message(session, message.data)
                 elif message.type == WSMsgType.BINARY:
@@ -319,6 +514,7 @@ class RpcServer:
             self.sessions.discard(session)
             for callback in session.on_close:
                 callback()
+            session.on_close.clear()
             writer.cancel()
         return ws
 
@@ -338,12 +534,26 @@ class RpcServer:
             session.send_text(error_body(PARSE_ERROR, f"parse error: {exc}"))
             return
         cost = len(payload) if isinstance(payload, list) else 1
-        if not self.limiter.allow(session.remote, max(1, cost)):
-            session.send_text(error_body(LIMIT_EXCEEDED, "rate limit exceeded"))
+        if not session.privileged:
+            refused = self._rate_limited(session.remote, max(1, cost))
+            if refused is not None:
+                session.send_text(error_body(LIMIT_EXCEEDED, refused))
+                return
+        if isinstance(payload, list):
+            sink = EncodedAnswers(self.config.max_response_bytes)
+            answer = await self.dispatcher.handle(
+                payload, context=session, access=session.access, sink=sink
+            )
+            self._after(answer, sink.size)
+            if isinstance(answer, list):
+                session.send_text(sink.join(answer).decode())
+            elif answer is not None:
+                session.send_text(_dumps(answer))
             return
-        answer = await self.dispatcher.handle(payload, context=session)
+        answer = await self.dispatcher.handle(payload, context=session, access=session.access)
         if answer is not None:
             text = _dumps(answer)
+            self._after(answer, len(text))
             if len(text) > self.config.max_response_bytes:
                 text = error_body(
                     LIMIT_EXCEEDED,
@@ -351,3 +561,7 @@ class RpcServer:
                     f"{self.config.max_response_bytes}",
                 )
             session.send_text(text)
+
+
+def _is_upgrade(request: web.Request) -> bool:
+    return request.method == "GET" and request.headers.get("Upgrade", "").lower() == "websocket"

@@ -3,8 +3,10 @@ newPendingTransactions and syncing, with geth's notification shapes and errors.
 
 Notifications are queued on the connection synchronously, from the feed's listeners, in the
 order blocks and transactions arrive, so a client that keeps reading sees every one, in
-order. A connection's subscriptions end with it. Must never be reachable over plain HTTP
-(there is nobody to notify): it answers "notifications not supported" there, as geth does.
+order. A connection's subscriptions end with it. Subscriptions are bounded per connection
+(PER_CONNECTION) and across every connection (--ws.max-subscriptions). Must never be
+reachable over plain HTTP (there is nobody to notify): it answers "notifications not
+supported" there, as geth does.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from cairn.rpc.format import format_header, format_transaction, hexb
 from cairn.rpc.logs import LogFilter, parse_filter
 from cairn.txpool.admission import DecodedTx
 
+PER_CONNECTION = 1_000  # subscriptions one WebSocket connection may hold
+
 
 class Notifier(Protocol):
     """A WebSocket connection as subscriptions use it (`cairn.rpc.server.WsSession`)."""
@@ -40,14 +44,16 @@ class Notifier(Protocol):
 
 
 class SubscriptionNamespace:
-    def __init__(self, feed: LiveFeed, max_per_connection: int) -> None:
+    def __init__(self, feed: LiveFeed, max_total: int) -> None:
         self._feed = feed
-        self._max = max_per_connection
+        self._max_total = max_total
+        self._max = min(PER_CONNECTION, max_total)
         # connection -> subscription id -> what removes its listeners
         self._by_session: dict[int, dict[str, list[Callable[[], None]]]] = {}
+        self._active = 0
 
     def active(self) -> int:
-        return sum(len(subs) for subs in self._by_session.values())
+        return self._active
 
     def _subs_of(self, session: Notifier) -> dict[str, list[Callable[[], None]]]:
         key = id(session)
@@ -57,6 +63,7 @@ class SubscriptionNamespace:
 
             def closed() -> None:
                 for removers in self._by_session.pop(key, {}).values():
+                    self._active -= 1
                     for remove in removers:
                         remove()
 
@@ -76,6 +83,12 @@ class SubscriptionNamespace:
                 LIMIT_EXCEEDED,
                 f"too many subscriptions on this connection (limit {self._max}); "
                 "eth_unsubscribe some first",
+            )
+        if self._active >= self._max_total:
+            raise RpcError(
+                LIMIT_EXCEEDED,
+                f"too many subscriptions on this node (limit {self._max_total}, "
+                "--ws.max-subscriptions); try again later",
             )
         sub_id = new_id()
 
@@ -103,6 +116,7 @@ class SubscriptionNamespace:
         else:
             raise RpcError(METHOD_NOT_FOUND, f'no "{kind}" subscription in eth namespace')
         subs[sub_id] = removers
+        self._active += 1
         return sub_id
 
     def _logs(self, criteria: LogFilter, send: Callable[[Any], None]) -> list[Callable[[], None]]:
@@ -126,6 +140,7 @@ class SubscriptionNamespace:
         removers = self._by_session.get(id(context), {}).pop(sub_id.lower(), None)
         if removers is None:
             raise RpcError(SERVER_ERROR, "subscription not found")
+        self._active -= 1
         for remove in removers:
             remove()
         return True

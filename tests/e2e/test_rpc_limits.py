@@ -1,6 +1,7 @@
 """RPC limits with clear errors, each against a real process: body size, batch length, response
 size, CORS origins, WebSocket message size, per-IP rate limit (a `cairn run` node: it is off in
-dev), and dev helpers refused on a node that is not a dev chain."""
+dev), and dev helpers refused on a node that is not a dev chain (its namespaces opened with
+--http.api '*', so that the helpers' own refusal is what answers)."""
 
 from __future__ import annotations
 
@@ -100,10 +101,11 @@ def test_cors_origins(limited: NodeProcess) -> None:
     status, headers, answer = http(limited.url, body, headers={"Origin": ALLOWED})
     assert status == 200 and answer["result"] == "0x7a69"
     assert headers["Access-Control-Allow-Origin"] == ALLOWED
+    # As geth: another origin's JSON request is answered without a CORS header (a browser
+    # withholds it from the page, and would not have sent it: its preflight fails below).
     status, headers, answer = http(limited.url, body, headers={"Origin": "http://evil.example"})
-    assert status == 403
+    assert status == 200 and answer["result"] == "0x7a69"
     assert "Access-Control-Allow-Origin" not in headers
-    assert "origin not allowed" in answer["error"]["message"]
     status, headers, _ = http(
         limited.url,
         b"",
@@ -159,7 +161,9 @@ def full_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]
     datadir = base / "node"
     done = run_cli("init", "--datadir", str(datadir), "--genesis", str(genesis))
     assert done.returncode == 0, done.stderr
-    node = NodeProcess(datadir, "run", "--rpc.ratelimit", "5").start()
+    node = NodeProcess(
+        datadir, "run", "--rpc.ratelimit", "5", "--rpc.ratelimit-burst", "200"
+    ).start()
     yield node
     node.stop()
 

@@ -26,10 +26,13 @@ def free_port() -> int:
 class NodeProcess:
     """One `cairn <command>` process with its own ports and log file."""
 
-    def __init__(self, datadir: Path, command: str = "dev", *args: str) -> None:
+    def __init__(
+        self, datadir: Path, command: str = "dev", *args: str, open_rpc: bool = True
+    ) -> None:
         self.datadir = datadir
         self.command = command
         self.args = list(args)
+        self.open_rpc = open_rpc
         self.http_port = free_port()
         # `run` joins a network on 30333 by default; tests never share a fixed port.
         self.p2p_port = free_port()
@@ -52,6 +55,7 @@ class NodeProcess:
             "--ws.port",
             "0",
             *self._p2p_args(),
+            *self._open_rpc_args(),
             *self.args,
         ]
 
@@ -59,6 +63,15 @@ class NodeProcess:
         if self.command != "run" or "--p2p.port" in self.args:
             return []
         return ["--p2p.port", str(self.p2p_port), "--p2p.addr", "127.0.0.1"]
+
+    def _open_rpc_args(self) -> list[str]:
+        """`run` serves eth,net,web3 and rate-limits by default; tests of other things read
+        admin_*, txpool_*, debug_* and /metrics from full nodes and poll freely. A test of
+        those defaults passes its own --http.api / --rpc.ratelimit."""
+        if self.command != "run" or not self.open_rpc:
+            return []
+        extra = [] if "--http.api" in self.args else ["--http.api", "*"]
+        return extra + ([] if "--rpc.ratelimit" in self.args else ["--rpc.ratelimit", "0"])
 
     def start(self, wait: bool = True, timeout: float = 60.0) -> NodeProcess:
         self._log = self.log_path.open("ab")

@@ -12,10 +12,9 @@ import pytest
 
 from cairn.chain.chain import Chain
 from cairn.chain.events import BlockCommitted, ChainEvents
-from cairn.rpc import filters
 from cairn.rpc.errors import RpcError
 from cairn.rpc.feed import LiveFeed
-from cairn.rpc.filters import FilterNamespace
+from cairn.rpc.filters import FilterLimits, FilterNamespace
 from cairn.rpc.logs import LogIndex
 from cairn.rpc.subscriptions import SubscriptionNamespace
 from cairn.txpool.pool import TxPool
@@ -49,7 +48,7 @@ def test_syncing_subscription_reports_changes_once(tmp_path: Path) -> None:
         events = ChainEvents()
         feed = LiveFeed(events, _pool(chain), lambda: status[0], LogIndex(), tick_seconds=3600)
         feed.start()
-        subs = SubscriptionNamespace(feed, max_per_connection=10)
+        subs = SubscriptionNamespace(feed, max_total=10)
         session = Recorder()
         sub_id = await subs.subscribe("syncing", context=session)
         progress = {"startingBlock": "0x0", "currentBlock": "0x1", "highestBlock": "0x9"}
@@ -72,7 +71,7 @@ def test_newheads_and_pending_hashes_in_order(tmp_path: Path) -> None:
         events = ChainEvents()
         pool = _pool(chain)
         feed = LiveFeed(events, pool, lambda: False, LogIndex(), tick_seconds=3600)
-        subs = SubscriptionNamespace(feed, max_per_connection=2)
+        subs = SubscriptionNamespace(feed, max_total=2)
         session = Recorder()
         heads = await subs.subscribe("newHeads", context=session)
         pending = await subs.subscribe("newPendingTransactions", context=session)
@@ -97,14 +96,14 @@ def test_newheads_and_pending_hashes_in_order(tmp_path: Path) -> None:
 
 
 def test_a_filter_that_falls_too_far_behind_is_dropped_with_a_clear_error(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
 ) -> None:
-    monkeypatch.setattr(filters, "MAX_UNREAD", 3)
-
     async def scenario(chain: Chain) -> None:
         events = ChainEvents()
         feed = LiveFeed(events, _pool(chain), lambda: False, LogIndex(), tick_seconds=3600)
-        namespace = FilterNamespace(feed, timeout=300, get_logs=_no_logs)
+        namespace = FilterNamespace(
+            feed, timeout=300, get_logs=_no_logs, limits=FilterLimits(per_filter=3)
+        )
         lagging = await namespace.new_block_filter()
         polled = await namespace.new_block_filter()
         for _ in range(2):
@@ -113,7 +112,7 @@ def test_a_filter_that_falls_too_far_behind_is_dropped_with_a_clear_error(
         for _ in range(2):
             events.publish(BlockCommitted(mine(chain, []), b""))
         assert len(await namespace.changes(polled)) == 2
-        with pytest.raises(RpcError, match="more than 3 unread entries; poll"):
+        with pytest.raises(RpcError, match="more than 3 unread entries, or the most when"):
             await namespace.changes(lagging)
         with pytest.raises(RpcError, match="filter not found"):
             await namespace.changes(lagging)

@@ -25,6 +25,7 @@ from cairn.execution.trace import (
     StructResult,
     TraceOptions,
     Tracer,
+    TraceTooLarge,
 )
 from tests.support.chain import ADDRESSES, mine, open_chain, transfer
 from tests.support.contracts import compile_contract
@@ -312,8 +313,8 @@ def test_a_replay_that_disagrees_with_the_chain_is_refused(
 def test_struct_logs_too_large_to_send_are_refused_early(probe: Probe) -> None:
     block = mine(probe.chain, [probe.tx("setSlot", 2, 3)])
     tx_hash = block.block.transactions[0].hash
-    bounded = Tracer(probe.chain.reader, probe.tracer.calls, max_steps=20)
-    with pytest.raises(ExecutionFailed, match="trace too large: more than 20 steps"):
+    bounded = Tracer(probe.chain.reader, probe.tracer.calls, max_bytes=2000)
+    with pytest.raises(TraceTooLarge, match="trace too large: the struct log passed 2000 bytes"):
         bounded.trace_transaction(tx_hash, TraceOptions())
     limited = bounded.trace_transaction(tx_hash, TraceOptions(struct=StructLogOptions(limit=10)))
     assert len(_struct(limited).steps) == 10
