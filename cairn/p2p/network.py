@@ -38,6 +38,7 @@ from cairn.p2p.stack import (
     build_gossip,
     build_host,
     contained,
+    hang_up_all,
     stop_auto_connector,
 )
 from cairn.p2p.sync import NoPeer, SyncProtocol
@@ -173,7 +174,12 @@ class Network:
                             ", ".join(self.table.listen_addrs),
                             self.me,
                         )
-                        await trio.sleep_forever()
+                        try:
+                            await trio.sleep_forever()
+                        finally:
+                            # Before py-libp2p's services are cancelled: peers must see
+                            # us go now, not when the garbage collector closes the sockets.
+                            await hang_up_all(host)
                 finally:
                     discovery.stop_mdns()
                     self._jobs = None

@@ -1,10 +1,13 @@
 """Host set-up: the py-libp2p stack a Cairn node runs (TCP + Noise + yamux, gossipsub and
 pubsub with our tuning) and the corrections we apply to py-libp2p 0.8.1 from outside it,
-both in `GuardedPubsub` and `contained`:
+in `GuardedPubsub`, `contained` and `hang_up_all`:
   - writes on one pubsub stream are serialised (issue 16);
   - whatever a peer's bytes make a stream handler raise stays in that stream: the stream is
     reset and the peer reported through a callback, instead of the exception unwinding the
-    connection's nursery and with it the host and the whole p2p thread (issue 12).
+    connection's nursery and with it the host and the whole p2p thread (issue 12);
+  - message numbers start from the clock in nanoseconds, so a restarted node's messages
+    are not taken by its peers for ones they have already seen;
+  - stopping p2p closes every connection, so peers see us leave at once.
 
 `contained` is the one place allowed to catch `Exception` around py-libp2p code that parses
 a peer's bytes; everything else in the package names what it catches. This module owns
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
@@ -24,7 +28,7 @@ import multiaddr
 import trio
 from google.protobuf.message import DecodeError
 from libp2p import new_host
-from libp2p.abc import IHost, INetStream
+from libp2p.abc import IHost, IMuxedConn, INetStream
 from libp2p.crypto.keys import KeyPair
 from libp2p.crypto.x25519 import create_new_key_pair as x25519_key_pair
 from libp2p.custom_types import TProtocol
@@ -59,6 +63,9 @@ MAX_GOSSIP_RPC_BYTES = 4 * 1024 * 1024
 # Our own validation re-executes blocks; the default 5 s would fail a big block on a busy
 # machine, and a timeout counts against the (honest) sender.
 VALIDATION_TIMEOUT_SECONDS = 30.0
+# Closing every connection when p2p stops: yamux sends GO_AWAY, then waits 0.1 s per
+# connection; all are closed at once.
+HANG_UP_SECONDS = 5.0
 
 # What reading or writing a stream raises when the other side or the connection goes away
 # (reset, EOF, closed, incomplete frame). Not the peer's fault as such.
@@ -100,6 +107,36 @@ async def close_stream(stream: INetStream) -> None:
         log.debug("closing a stream: %s", describe(exc))
 
 
+async def hang_up_all(host: IHost, within: float = HANG_UP_SECONDS) -> None:
+    """Close every connection of `host` at once, shielded from the cancellation that is
+    stopping it, `within` seconds at most.
+
+    py-libp2p 0.8.1 closes a swarm's connections in `Swarm.run`'s `finally`, inside the
+    cancelled scope: `SwarmConn.close` marks the connection closed, then its first await
+    raises `Cancelled` before the socket is closed, and every later `SwarmConn.close` returns
+    at once. The socket stays open until the garbage collector finds it, so peers keep a
+    connection nobody reads; when p2p restarts in the same process (the supervisor), they
+    keep the dead pubsub stream on it and never open one on the new connection. Here each
+    connection's muxer is closed (GO_AWAY, then the socket), whatever `SwarmConn` did.
+    """
+    muxers = {
+        id(c.muxed_conn): c.muxed_conn for cs in host.get_network().connections.values() for c in cs
+    }
+
+    async def close(muxer: IMuxedConn) -> None:
+        try:
+            await muxer.close()
+        except (*PEER_ERRORS, *STREAM_ERRORS) as exc:
+            log.debug("closing the connection to %s: %s", muxer.peer_id, describe(exc))
+
+    with trio.CancelScope(shield=True, deadline=trio.current_time() + within) as scope:
+        async with trio.open_nursery() as nursery:
+            for muxer in muxers.values():
+                nursery.start_soon(close, muxer)
+    if scope.cancelled_caught:
+        log.warning("p2p stopped with connections still closing after %.0fs", within)
+
+
 def contained(handler: StreamHandler, protocol: str, on_fault: FaultReport) -> StreamHandler:
     """`handler` for one protocol, with anything it raises kept to its own stream.
 
@@ -122,8 +159,9 @@ def contained(handler: StreamHandler, protocol: str, on_fault: FaultReport) -> S
 
 
 class GuardedPubsub(Pubsub):
-    """py-libp2p's `Pubsub` whose RPC writes on one stream never interleave (issue 16) and
-    whose inbound streams fail alone (issue 12).
+    """py-libp2p's `Pubsub` whose RPC writes on one stream never interleave (issue 16),
+    whose inbound streams fail alone (issue 12), and whose message numbers a restart does
+    not reuse.
 
     py-libp2p 0.8.1 writes to a peer's pubsub stream from several tasks at once: the
     per-peer sending loop (`Pubsub.handle_sending_messages`), and directly, bypassing that
@@ -148,10 +186,23 @@ class GuardedPubsub(Pubsub):
     anything else the router raises on a peer's RPC escape; here the stream is reset, the
     peer dropped from pubsub and reported to `on_fault`. (An oversized frame py-libp2p
     already handles itself: it resets the stream and drops the peer from pubsub.)
+
+    Message numbers: a message is named by (publisher, seqno) in every peer's seen cache
+    (120 s, renewed on each hit), validation cache (300 s: a cached "valid" skips our
+    validator, which is how the core receives gossip) and gossipsub's equivocation table.
+    py-libp2p starts seqno at `int(time.time())` and adds one per publish; a validator
+    publishes several messages a second, so after a restart its seqnos run through numbers
+    its first life had used shortly before, and every peer dropped them as seen: the
+    restarted node heard everyone and nobody heard it until its counter passed the old one
+    (31 s in `tests/unit/test_p2p_restart_gossip.py`). It bites a node restarted within a
+    few minutes of its previous start, or by the supervisor (1 s); after a long run the
+    reused numbers have left the caches. go-libp2p-pubsub starts from
+    `time.Now().UnixNano()`; so do we.
     """
 
     def __init__(self, *args: Any, on_fault: FaultReport, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.counter = time.time_ns()  # seqno: see the class docstring
         self._on_fault = on_fault
         self._write_locks: weakref.WeakKeyDictionary[INetStream, trio.Lock] = (
             weakref.WeakKeyDictionary()
