@@ -21,6 +21,7 @@ from cairn.execution.forks import Fork
 from cairn.execution.genesis import genesis_block
 from cairn.execution.reader import ChainReader, StoredBlock
 from cairn.genesis.model import Genesis
+from cairn.memory import DEFAULT_BUDGET, MemoryBudget
 from cairn.storage.store import BlockKeys, ChainIdentity, ChainStore, Head
 
 
@@ -41,14 +42,22 @@ class HeadView:
         return self.state.get_balance(address)
 
 
-def open_store(path: Path, genesis: Genesis, fork: Fork) -> ChainStore:
+def open_store(
+    path: Path, genesis: Genesis, fork: Fork, budget: MemoryBudget = DEFAULT_BUDGET
+) -> ChainStore:
     """Open the chain directory for `genesis`, refusing (untouched) one of another chain."""
     identity = ChainIdentity(genesis_block(genesis, fork).header.hash, genesis.chain_id)
-    return ChainStore(path, identity)
+    return ChainStore(path, identity, block_cache_bytes=budget.leveldb)
 
 
 class Chain:
-    def __init__(self, store: ChainStore, genesis: Genesis, fork: Fork) -> None:
+    def __init__(
+        self,
+        store: ChainStore,
+        genesis: Genesis,
+        fork: Fork,
+        budget: MemoryBudget = DEFAULT_BUDGET,
+    ) -> None:
         self.store = store
         self.genesis = genesis
         self.fork = fork
@@ -58,7 +67,7 @@ class Chain:
         store.validate_genesis(self.genesis_hash, genesis.chain_id)
         if not store.is_initialized:
             store.initialize(genesis_result.to_record(b""), genesis.chain_id)
-        self.reader = ChainReader(store, fork, genesis.chain_id)
+        self.reader = ChainReader(store, fork, genesis.chain_id, budget)
         self.executor = BlockExecutor(self.reader)
         self._commit_lock = threading.Lock()
         self._head_view: HeadView | None = None

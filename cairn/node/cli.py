@@ -21,6 +21,7 @@ from cairn.execution.genesis import genesis_block
 from cairn.genesis.dev import DEV_MNEMONIC, DEV_PRODUCER_KEY, dev_accounts, dev_genesis
 from cairn.genesis.model import Genesis
 from cairn.genesis.parse import genesis_to_json, load_genesis
+from cairn.memory import MemoryBudget
 from cairn.node import cli_mirror, cli_testnet
 from cairn.node.config import add_options, resolve
 from cairn.node.keys import find_keystore, load_keystore, read_password, save_keystore
@@ -198,6 +199,10 @@ def _settings(
     opts: dict[str, Any], datadir: Path, genesis: Genesis, *, dev: bool, **extra: Any
 ) -> NodeSettings:
     """What `dev` and `run` share: ports, limits, p2p and mirror from the resolved options."""
+    try:
+        memory = MemoryBudget(cache_mib=opts["cache"], txpool_bytes=opts["txpool_max_bytes"])
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     return NodeSettings(
         datadir=datadir,
         genesis=genesis,
@@ -209,6 +214,7 @@ def _settings(
         mirror_url=opts["mirror_url"],
         dev=dev,
         empty_blocks=True if opts["empty_blocks"] else None,
+        memory=memory,
         **extra,
     )
 
