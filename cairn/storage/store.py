@@ -19,7 +19,12 @@ import plyvel
 from cairn.errors import DatadirError, GenesisMismatch
 from cairn.memory import Footprint
 from cairn.storage import schema
-from cairn.storage.leveldb import DEFAULT_BLOCK_CACHE_BYTES, PrefixedDB, open_leveldb
+from cairn.storage.leveldb import (
+    DEFAULT_BLOCK_CACHE_BYTES,
+    WRITE_BUFFER_BYTES,
+    PrefixedDB,
+    open_leveldb,
+)
 
 
 @dataclass(frozen=True)
@@ -174,13 +179,14 @@ class ChainStore:
         return bool(self._db.closed)
 
     def footprint(self) -> Footprint:
-        """LevelDB's own estimate of its memory: memtables and block cache in use."""
+        """LevelDB's own estimate of its memory: memtables and block cache in use; bounded
+        by the block cache and two memtables (the one written and the one being flushed)."""
         try:
             raw = self._db.get_property(b"leveldb.approximate-memory-usage")
         except RuntimeError:  # closed (the node is stopping)
             raw = None
         used = int(raw) if raw else 0
-        return Footprint("leveldb", 0, used, self._block_cache_bytes)
+        return Footprint("leveldb", 0, used, self._block_cache_bytes + 2 * WRITE_BUFFER_BYTES)
 
     # ---------------------------------------------------------------- genesis
     @property

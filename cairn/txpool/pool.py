@@ -127,7 +127,8 @@ class TxPool:
         """Admit one raw transaction; return its hash or raise `InvalidTransaction`."""
         result = self.add_many([raw])[0]
         if result.error is not None:
-            raise result.error
+            # a fresh error: raising the one `result` holds ties it and this frame in a cycle
+            raise InvalidTransaction(result.error.reason, result.error.tx_hash)
         assert result.tx_hash is not None
         return result.tx_hash
 
