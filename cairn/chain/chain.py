@@ -24,6 +24,11 @@ from cairn.genesis.model import Genesis
 from cairn.memory import DEFAULT_BUDGET, MemoryBudget
 from cairn.storage.store import BlockKeys, ChainIdentity, ChainStore, Head
 
+# A head view is rebuilt after this many uses even if the head has not moved: py-evm's state
+# logs every account and trie node it reads (for block witnesses), ~310 bytes per distinct
+# account, so a view kept for hours on an idle chain would grow with every account read.
+HEAD_VIEW_USES = 10_000
+
 
 class HeadView:
     """The head block's state, as the txpool and RPC's "latest" read it."""
@@ -71,6 +76,7 @@ class Chain:
         self.executor = BlockExecutor(self.reader)
         self._commit_lock = threading.Lock()
         self._head_view: HeadView | None = None
+        self._head_view_uses = 0
 
     @property
     def head(self) -> BlockHeaderAPI:
@@ -79,9 +85,11 @@ class Chain:
     def head_view(self) -> HeadView:
         header = self.reader.head_header()
         view = self._head_view
-        if view is None or view.header.hash != header.hash:
+        self._head_view_uses += 1
+        if view is None or view.header.hash != header.hash or self._head_view_uses > HEAD_VIEW_USES:
             view = HeadView(header, self.reader.state_at(header))
             self._head_view = view
+            self._head_view_uses = 0
         return view
 
     def write_block(self, result: BlockResult, commit: bytes) -> None:

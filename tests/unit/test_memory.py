@@ -14,15 +14,16 @@ from typing import Any
 import pytest
 from eth.rlp.logs import Log
 from eth.rlp.receipts import Receipt
+from eth_typing import Address
 from trie.hexary import HexaryTrie
 
-from cairn.chain.chain import Chain
+from cairn.chain.chain import HEAD_VIEW_USES, Chain
 from cairn.errors import InvalidTransaction
 from cairn.execution.reader import HEADER_BYTES, StoredBlock
 from cairn.memory import MIB, MemoryBudget, SizedLru
 from cairn.rpc.logs import _index
 from cairn.txpool.pool import PoolLimits, TxPool, estimate_entry_bytes
-from tests.support.chain import ADDRESSES, KEYS, mine, open_chain
+from tests.support.chain import KEYS, mine, open_chain
 from tests.support.wallet import sign_range
 
 DEAD = "0x000000000000000000000000000000000000dEaD"
@@ -192,4 +193,17 @@ def test_refused_transactions_leave_no_reference_cycles(chain: Chain) -> None:
 def test_no_trie_memo_outlives_a_block(chain: Chain) -> None:
     mine(chain, transfers(100))
     assert HexaryTrie._cached_create_node_to_db_mapping.cache_info().currsize == 0
-    assert ADDRESSES  # the dev accounts the transfers came from
+
+
+def test_head_view_is_rebuilt_before_its_read_log_grows_far(chain: Chain) -> None:
+    mine(chain, transfers(10))
+    first = chain.head_view()
+    largest = 0
+    for i in range(HEAD_VIEW_USES + 10):  # distinct accounts read at a head that stays
+        view = chain.head_view()
+        view.balance(Address((i + 1).to_bytes(20, "big")))
+        accounts = view.state._account_db  # type: ignore[attr-defined]  # py-evm internals
+        largest = max(largest, len(accounts._accessed_accounts))
+    assert chain.head_view() is not first
+    assert chain.head_view().header.hash == first.header.hash
+    assert largest <= HEAD_VIEW_USES + 1
