@@ -41,6 +41,7 @@ SENDERS = 10
 GAS_LIMIT = 30_000_000
 TICK_SECONDS = 0.1  # one batch of rate/10 transactions per tick
 IN_FLIGHT = 16  # batches sent and not yet answered; past it the sender waits (and says so)
+RESEND_ATTEMPTS = 3
 WARM_UP_FRACTION = 0.2
 MAX_FEE = 100 * 10**9
 TIP = 10**9
@@ -87,17 +88,41 @@ def _structures(url: str) -> dict[str, float]:
 
 
 async def _offer(
-    client: Client, raws: list[str], rate: float, progress: list[int], errors: list[str]
+    client: Client,
+    raws: list[str],
+    rate: float,
+    progress: list[int],
+    errors: list[str],
+    resent: list[int],
 ) -> None:
     per_tick = max(1, round(rate * TICK_SECONDS))
     batches = [raws[i : i + per_tick] for i in range(0, len(raws), per_tick)]
     in_flight: set[asyncio.Task[None]] = set()
     started = time.monotonic()
+    failed: list[BaseException] = []
+
+    def finished(task: asyncio.Task[None]) -> None:
+        in_flight.discard(task)
+        error = None if task.cancelled() else task.exception()
+        if error is not None:
+            failed.append(error)
 
     async def send(batch: list[str]) -> None:
-        answers = await client.batch([("eth_sendRawTransaction", [r]) for r in batch])
+        # A batch whose connection failed is sent again: the transactions it delivered are
+        # refused as "already known" then, and a lost batch would leave a nonce gap that
+        # queues every later transaction of its senders.
+        for attempt in range(RESEND_ATTEMPTS):
+            try:
+                answers = await client.batch([("eth_sendRawTransaction", [r]) for r in batch])
+                break
+            except (aiohttp.ClientError, RuntimeError) as exc:
+                resent[0] += 1
+                if attempt == RESEND_ATTEMPTS - 1:
+                    raise RuntimeError(f"a batch failed {RESEND_ATTEMPTS} times: {exc}") from exc
         for answer in answers:
-            if isinstance(answer, str):
+            if isinstance(answer, str) or (
+                isinstance(answer, dict) and answer.get("message") == "already known"
+            ):
                 progress[0] += 1
             elif len(errors) < 1000:
                 errors.append(str(answer)[:200])
@@ -108,9 +133,11 @@ async def _offer(
             await asyncio.sleep(delay)
         while len(in_flight) >= IN_FLIGHT:  # the node is behind: the offered rate drops
             await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+        if failed:
+            raise failed[0]
         task = asyncio.create_task(send(batch))
         in_flight.add(task)
-        task.add_done_callback(in_flight.discard)
+        task.add_done_callback(finished)
     if in_flight:
         await asyncio.gather(*in_flight)
 
@@ -168,6 +195,7 @@ def soak_target(name: str, raws: list[str], rate: float, extra: list[str]) -> di
     out: dict[str, Any] = {"argv_extra": extra}
     samples = Samples()
     progress = [0]
+    resent = [0]
     errors: list[str] = []
     stop_sampling = threading.Event()
     watchdog = threading.Thread(target=_memory_watchdog, args=(target, out), daemon=True)
@@ -187,7 +215,7 @@ def soak_target(name: str, raws: list[str], rate: float, extra: list[str]) -> di
             follower = asyncio.create_task(_follow(client, raws, progress, stop))
             try:
                 begun = time.monotonic()
-                await _offer(client, raws, rate, progress, errors)
+                await _offer(client, raws, rate, progress, errors, resent)
                 out["offer_seconds"] = round(time.monotonic() - begun, 1)
                 out["drain_seconds"] = await _drain(client, raws, 600)
             finally:
@@ -207,6 +235,7 @@ def soak_target(name: str, raws: list[str], rate: float, extra: list[str]) -> di
         target.cleanup()
     out["accepted"] = progress[0]
     out["refused"] = len(errors)
+    out["batches_resent"] = resent[0]
     out["refusals_first"] = errors[:3]
     out["offered_tx_per_s"] = rate
     if out.get("offer_seconds"):
