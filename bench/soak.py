@@ -43,7 +43,10 @@ TICK_SECONDS = 0.1  # one batch of rate/10 transactions per tick
 IN_FLIGHT = 16  # batches sent and not yet answered; past it the sender waits (and says so)
 RESEND_ATTEMPTS = 3
 WARM_UP_FRACTION = 0.2
-MAX_FEE = 100 * 10**9
+# A fee cap far above what the base fee reaches: when the node falls behind, its blocks are
+# full and the base fee rises 12.5% a block (100 gwei was passed after ~250,000 transfers);
+# a transfer refused for its fee leaves a nonce gap that queues all that follow it.
+MAX_FEE = 10_000 * 10**9
 TIP = 10**9
 
 
