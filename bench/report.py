@@ -365,7 +365,8 @@ def _soak_section(soak: dict[str, Any] | None, images: Path) -> list[str]:
         f"{soak['senders']} dev keys, offered at {soak['offered_tx_per_s']:g}/s over HTTP "
         "`eth_sendRawTransaction` (a JSON-RPC batch every 100 ms), block time 1 s, gas limit "
         "30M; once a second the client asks for the receipt of a transaction sent two seconds "
-        "before, so every new block is read, as by a client waiting for its transactions. "
+        "before, so every new block is read, as by a client waiting for its transactions; a "
+        "transfer refused because the pool is full is offered again a second later. "
         "Resident memory is sampled every second; the band and slope are taken after the "
         f"warm-up (the first {soak['warm_up_fraction']:.0%} of the transfers).",
         "",
@@ -374,6 +375,10 @@ def _soak_section(soak: dict[str, Any] | None, images: Path) -> list[str]:
         f"| figure | {header} |",
         "|---|" + "---:|" * len(names),
         "| transfers accepted | " + " | ".join(cell(n, "accepted", "{:,}") for n in names) + " |",
+        '| offered again after "txpool is full" (the node behind) | '
+        + " | ".join(cell(n, "offered_again_pool_full", "{:,}") for n in names)
+        + " |",
+        "| refused for good | " + " | ".join(cell(n, "refused", "{:,}") for n in names) + " |",
         "| accepted per second (offered "
         + f"{soak['offered_tx_per_s']:g}) | "
         + " | ".join(cell(n, "accepted_tx_per_s", "{:,.0f}") for n in names)

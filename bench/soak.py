@@ -42,6 +42,7 @@ GAS_LIMIT = 30_000_000
 TICK_SECONDS = 0.1  # one batch of rate/10 transactions per tick
 IN_FLIGHT = 16  # batches sent and not yet answered; past it the sender waits (and says so)
 RESEND_ATTEMPTS = 3
+POOL_FULL_RETRIES = 300
 WARM_UP_FRACTION = 0.2
 # A fee cap far above what the base fee reaches: when the node falls behind, its blocks are
 # full and the base fee rises 12.5% a block (100 gwei was passed after ~250,000 transfers);
@@ -97,6 +98,7 @@ async def _offer(
     progress: list[int],
     errors: list[str],
     resent: list[int],
+    waited: list[int],
 ) -> None:
     per_tick = max(1, round(rate * TICK_SECONDS))
     batches = [raws[i : i + per_tick] for i in range(0, len(raws), per_tick)]
@@ -110,25 +112,40 @@ async def _offer(
         if error is not None:
             failed.append(error)
 
-    async def send(batch: list[str]) -> None:
+    async def post(batch: list[str]) -> list[Any]:
         # A batch whose connection failed is sent again: the transactions it delivered are
-        # refused as "already known" then, and a lost batch would leave a nonce gap that
-        # queues every later transaction of its senders.
+        # refused as "already known" then (and counted as accepted).
         for attempt in range(RESEND_ATTEMPTS):
             try:
-                answers = await client.batch([("eth_sendRawTransaction", [r]) for r in batch])
-                break
+                return await client.batch([("eth_sendRawTransaction", [r]) for r in batch])
             except (aiohttp.ClientError, RuntimeError) as exc:
                 resent[0] += 1
                 if attempt == RESEND_ATTEMPTS - 1:
                     raise RuntimeError(f"a batch failed {RESEND_ATTEMPTS} times: {exc}") from exc
-        for answer in answers:
-            if isinstance(answer, str) or (
-                isinstance(answer, dict) and answer.get("message") == "already known"
-            ):
-                progress[0] += 1
-            elif len(errors) < 1000:
-                errors.append(str(answer)[:200])
+        raise AssertionError("unreachable")
+
+    async def send(batch: list[str]) -> None:
+        # Transactions refused because the pool is full are offered again a second later, as
+        # a client would: each one refused for good would leave a nonce gap behind which every
+        # later transaction of its sender waits. Meanwhile the batch holds its in-flight slot,
+        # so a node that falls behind slows the offer down.
+        waiting = batch
+        for _ in range(POOL_FULL_RETRIES):
+            again = []
+            for raw, answer in zip(waiting, await post(waiting), strict=True):
+                message = answer.get("message", "") if isinstance(answer, dict) else ""
+                if isinstance(answer, str) or message == "already known":
+                    progress[0] += 1
+                elif message.startswith(("txpool is full", "account limit exceeded")):
+                    again.append(raw)
+                elif len(errors) < 1000:
+                    errors.append(str(answer)[:200])
+            if not again:
+                return
+            waited[0] += len(again)
+            waiting = again
+            await asyncio.sleep(1.0)
+        errors.extend(f"pool still full after {POOL_FULL_RETRIES} s" for _ in waiting)
 
     for n, batch in enumerate(batches):
         delay = started + n * TICK_SECONDS - time.monotonic()
@@ -199,6 +216,7 @@ def soak_target(name: str, raws: list[str], rate: float, extra: list[str]) -> di
     samples = Samples()
     progress = [0]
     resent = [0]
+    waited = [0]
     errors: list[str] = []
     stop_sampling = threading.Event()
     watchdog = threading.Thread(target=_memory_watchdog, args=(target, out), daemon=True)
@@ -218,7 +236,7 @@ def soak_target(name: str, raws: list[str], rate: float, extra: list[str]) -> di
             follower = asyncio.create_task(_follow(client, raws, progress, stop))
             try:
                 begun = time.monotonic()
-                await _offer(client, raws, rate, progress, errors, resent)
+                await _offer(client, raws, rate, progress, errors, resent, waited)
                 out["offer_seconds"] = round(time.monotonic() - begun, 1)
                 out["drain_seconds"] = await _drain(client, raws, 600)
             finally:
@@ -239,6 +257,7 @@ def soak_target(name: str, raws: list[str], rate: float, extra: list[str]) -> di
     out["accepted"] = progress[0]
     out["refused"] = len(errors)
     out["batches_resent"] = resent[0]
+    out["offered_again_pool_full"] = waited[0]
     out["refusals_first"] = errors[:3]
     out["offered_tx_per_s"] = rate
     if out.get("offer_seconds"):
