@@ -250,6 +250,7 @@ def write_report(report: dict[str, Any], markdown: Path, images: Path) -> None:
     lines += _mirror_section(report.get("mirror"))
     if SOAK_RESULTS.exists():
         lines += soak_section(json.loads(SOAK_RESULTS.read_text()))
+    lines += _soak_section(report.get("soak"), images)
     markdown.write_text("\n".join(lines))
 
 
@@ -386,4 +387,107 @@ def soak_section(soak: dict[str, Any]) -> list[str]:
         "`--rpc.filter-timeout`, 300 s) and allocator fragmentation.",
         "",
     ]
+    return lines
+
+
+def _soak_plot(soak: dict[str, Any], path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    for name, column, label, style in (
+        ("cairn", 2, "Cairn node", "-"),
+        ("cairn", 3, "Cairn workers (sender recovery, eth_call)", ":"),
+        ("anvil", 2, "Anvil", "-"),
+    ):
+        rows = soak.get(name, {}).get("samples")
+        if rows:
+            xs = [r[1] / 1000 for r in rows]
+            ax.plot(xs, [r[column] for r in rows], style, color=COLORS[name], label=label)
+    warm = soak["transfers"] * soak["warm_up_fraction"] / 1000
+    ax.axvspan(0, warm, color="grey", alpha=0.12, label="warm-up")
+    ax.set_xlabel("transfers accepted (thousands)")
+    ax.set_ylabel("resident memory, MiB")
+    ax.set_ylim(bottom=0)
+    ax.set_title(
+        f"Resident memory under {soak['offered_tx_per_s']:g} transfers/s offered, block time 1 s"
+    )
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _soak_section(soak: dict[str, Any] | None, images: Path) -> list[str]:
+    """Issue 18: resident memory under a long stream of transfers, Cairn beside Anvil."""
+    if not soak:
+        return []
+    _soak_plot(soak, images / "soak_rss.png")
+    env = soak["environment"]
+    names = [n for n in ("cairn", "anvil") if n in soak]
+
+    def cell(name: str, key: str, fmt: str = "{}") -> str:
+        value = soak[name].get(key)
+        return "n/a" if value is None else fmt.format(value)
+
+    def band(name: str, label: str) -> str:
+        found = soak[name].get(f"{label}_rss_mib_band")
+        return "n/a" if not found else f"{found[0]:g} to {found[1]:g}"
+
+    header = " | ".join(n.capitalize() for n in names)
+    lines = [
+        "## Memory under a sustained load (soak: `python -m bench.soak`)",
+        "",
+        f"Run on {env['date']} on {env['cpus']} cores shared with other jobs running at the "
+        "same time: the node got less than its cores, and its rates are what such a machine "
+        f"gives. {soak['transfers']:,} pre-signed EIP-1559 transfers from the "
+        f"{soak['senders']} dev keys, offered at {soak['offered_tx_per_s']:g}/s over HTTP "
+        "`eth_sendRawTransaction` (a JSON-RPC batch every 100 ms), block time 1 s, gas limit "
+        "30M; once a second the client asks for the receipt of a transaction sent two seconds "
+        "before, so every new block is read, as by a client waiting for its transactions; a "
+        "transfer refused because the pool is full is offered again a second later. "
+        "Resident memory is sampled every second; the band and slope are taken after the "
+        f"warm-up (the first {soak['warm_up_fraction']:.0%} of the transfers).",
+        "",
+        "![soak](img/soak_rss.png)",
+        "",
+        f"| figure | {header} |",
+        "|---|" + "---:|" * len(names),
+        "| transfers accepted | " + " | ".join(cell(n, "accepted", "{:,}") for n in names) + " |",
+        '| offered again after "txpool is full" (the node behind) | '
+        + " | ".join(cell(n, "offered_again_pool_full", "{:,}") for n in names)
+        + " |",
+        "| refused for good | " + " | ".join(cell(n, "refused", "{:,}") for n in names) + " |",
+        "| accepted per second (offered "
+        + f"{soak['offered_tx_per_s']:g}) | "
+        + " | ".join(cell(n, "accepted_tx_per_s", "{:,.0f}") for n in names)
+        + " |",
+        "| node RSS at rest, MiB | " + " | ".join(cell(n, "rss_mib_at_rest") for n in names) + " |",
+        "| node RSS after warm-up, min to max MiB | "
+        + " | ".join(band(n, "node") for n in names)
+        + " |",
+        "| node RSS slope after warm-up, MiB per 100,000 transfers | "
+        + " | ".join(cell(n, "node_rss_mib_per_100k_tx", "{:+.1f}") for n in names)
+        + " |",
+        "| node RSS at the end, MiB | "
+        + " | ".join(cell(n, "node_rss_mib_final") for n in names)
+        + " |",
+        "| worker processes' RSS after warm-up, min to max MiB | "
+        + " | ".join(band(n, "workers") if n == "cairn" else "n/a" for n in names)
+        + " |",
+        "",
+    ]
+    structures = soak.get("cairn", {}).get("structures_mib")
+    if structures:
+        _, accepted, last = structures[-1]
+        lines += [
+            f"Cairn's own figures of its bounded structures at {accepted:,} transfers "
+            "(`cairn_memory_bytes`, estimated, MiB; limits from the default `--cache 256`, "
+            "see [operations.md](operations.md#memory-budget)):",
+            "",
+            "| " + " | ".join(last) + " |",
+            "|" + "---:|" * len(last),
+            "| " + " | ".join(f"{v:g}" for v in last.values()) + " |",
+            "",
+        ]
+    failures = [f"- {n}: {soak[n]['failed']}" for n in names if soak[n].get("failed")]
+    if failures:
+        lines += ["Failed runs (`failed` in latest.json):", "", *failures, ""]
     return lines

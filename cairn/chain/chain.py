@@ -21,7 +21,13 @@ from cairn.execution.forks import Fork
 from cairn.execution.genesis import genesis_block
 from cairn.execution.reader import ChainReader, StoredBlock
 from cairn.genesis.model import Genesis
+from cairn.memory import DEFAULT_BUDGET, MemoryBudget
 from cairn.storage.store import BlockKeys, ChainIdentity, ChainStore, Head
+
+# A head view is rebuilt after this many uses even if the head has not moved: py-evm's state
+# logs every account and trie node it reads (for block witnesses), ~310 bytes per distinct
+# account, so a view kept for hours on an idle chain would grow with every account read.
+HEAD_VIEW_USES = 10_000
 
 
 class HeadView:
@@ -41,14 +47,22 @@ class HeadView:
         return self.state.get_balance(address)
 
 
-def open_store(path: Path, genesis: Genesis, fork: Fork) -> ChainStore:
+def open_store(
+    path: Path, genesis: Genesis, fork: Fork, budget: MemoryBudget = DEFAULT_BUDGET
+) -> ChainStore:
     """Open the chain directory for `genesis`, refusing (untouched) one of another chain."""
     identity = ChainIdentity(genesis_block(genesis, fork).header.hash, genesis.chain_id)
-    return ChainStore(path, identity)
+    return ChainStore(path, identity, block_cache_bytes=budget.leveldb)
 
 
 class Chain:
-    def __init__(self, store: ChainStore, genesis: Genesis, fork: Fork) -> None:
+    def __init__(
+        self,
+        store: ChainStore,
+        genesis: Genesis,
+        fork: Fork,
+        budget: MemoryBudget = DEFAULT_BUDGET,
+    ) -> None:
         self.store = store
         self.genesis = genesis
         self.fork = fork
@@ -58,10 +72,11 @@ class Chain:
         store.validate_genesis(self.genesis_hash, genesis.chain_id)
         if not store.is_initialized:
             store.initialize(genesis_result.to_record(b""), genesis.chain_id)
-        self.reader = ChainReader(store, fork, genesis.chain_id)
+        self.reader = ChainReader(store, fork, genesis.chain_id, budget)
         self.executor = BlockExecutor(self.reader)
         self._commit_lock = threading.Lock()
         self._head_view: HeadView | None = None
+        self._head_view_uses = 0
 
     @property
     def head(self) -> BlockHeaderAPI:
@@ -70,9 +85,11 @@ class Chain:
     def head_view(self) -> HeadView:
         header = self.reader.head_header()
         view = self._head_view
-        if view is None or view.header.hash != header.hash:
+        self._head_view_uses += 1
+        if view is None or view.header.hash != header.hash or self._head_view_uses > HEAD_VIEW_USES:
             view = HeadView(header, self.reader.state_at(header))
             self._head_view = view
+            self._head_view_uses = 0
         return view
 
     def write_block(self, result: BlockResult, commit: bytes) -> None:

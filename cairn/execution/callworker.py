@@ -425,6 +425,10 @@ class CallWorkers:
         self._pump()
         await worker.close()
 
+    def pids(self) -> list[int]:
+        """Process ids of the workers, in index order (for /metrics)."""
+        return [w.process.pid for w in self._workers if w.process.pid is not None]
+
     async def close(self) -> None:
         for worker in self._workers:
             await worker.close()

@@ -9,7 +9,11 @@
   just computed: for imported blocks the final header comparison in `builder.import_block`
   checks every root against the one the block claims;
 - a contract's jump-destination analysis (which positions are PUSH data) is kept per code
-  and shared by every computation running that code, instead of redone by each;
+  and shared by every computation running that code, instead of redone by each (in a cache
+  of CODE_ANALYSIS_BYTES per process);
+- the trie library's memo of encoded nodes (an LRU of 4,096 entries keyed by the trie, which
+  keeps each block's scratch trie and state overlay alive: ~80 blocks' worth) is emptied once
+  a block's state is persisted;
 - Prague's requests hash is set on the block without a deep copy of it either;
 - a balance or nonce change builds the new account record directly instead of through rlp's
   `Serializable.copy`, which deep-copies every unchanged field (ints and bytes): 4-6 such
@@ -19,7 +23,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import cache, lru_cache
+from functools import cache
 from hashlib import sha256
 from typing import Any, TypeVar, cast
 
@@ -41,8 +45,10 @@ from eth.vm.interrupt import EVMMissingData
 from eth.vm.state import BaseState
 from eth_bloom import BloomFilter
 from eth_typing import Address
+from trie.hexary import HexaryTrie
 
 from cairn.execution.roots import ordered_trie_root
+from cairn.memory import Footprint, SizedLru
 
 T = TypeVar("T", BlockAPI, BlockHeaderAPI)
 
@@ -114,6 +120,7 @@ class _CairnVM(VM):
             else:
                 self.state.commit(snapshot)
         meta_witness = self.state.persist()
+        _forget_trie_memo()
         header = _replace(block.header, state_root=self.state.state_root)
         return BlockAndMetaWitness(_replace(block, header=header), meta_witness)
 
@@ -125,10 +132,33 @@ class _CairnVM(VM):
             validate_blobs(block)
 
 
-@lru_cache(maxsize=1024)
+def _forget_trie_memo() -> None:
+    """Empty `HexaryTrie`'s method-level LRU: its keys hold the trie they were made by, and
+    through it the block's scratch trie, state overlay and read log."""
+    HexaryTrie._cached_create_node_to_db_mapping.cache_clear()
+
+
+# Jump-destination memos per contract code, for the whole process (a pure function of the
+# code, so nodes and calls may share it). An entry is estimated at three times its code's
+# length: the code itself, and the sets of positions checked so far (at most one per byte,
+# ~60 bytes each, though a run checks only its jump targets).
+CODE_ANALYSIS_BYTES = 16 * 1024 * 1024
+_analyses: SizedLru[bytes, tuple[set[int], set[int]]] = SizedLru(
+    "code_analysis", CODE_ANALYSIS_BYTES
+)
+
+
 def _code_analysis(code: bytes) -> tuple[set[int], set[int]]:
     """The (valid, invalid) jump-target memo of one contract's code, filled as it runs."""
-    return set(), set()
+    memo = _analyses.get(code)
+    if memo is None:
+        memo = (set(), set())
+        _analyses.put(code, memo, 256 + 3 * len(code))
+    return memo
+
+
+def code_analysis_footprint() -> Footprint:
+    return _analyses.footprint()
 
 
 class _AnalysedCodeStream(CodeStream):

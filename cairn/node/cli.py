@@ -22,6 +22,7 @@ from cairn.execution.genesis import genesis_block
 from cairn.genesis.dev import DEV_MNEMONIC, DEV_PRODUCER_KEY, dev_accounts, dev_genesis
 from cairn.genesis.model import Genesis
 from cairn.genesis.parse import genesis_to_json, load_genesis
+from cairn.memory import MemoryBudget
 from cairn.mirror.service import has_password, redact
 from cairn.node import cli_mirror, cli_testnet
 from cairn.node.config import add_options, resolve
@@ -302,6 +303,10 @@ def _settings(
     **extra: Any,
 ) -> NodeSettings:
     """What `dev` and `run` share: ports, limits, p2p and mirror from the resolved options."""
+    try:
+        memory = MemoryBudget(cache_mib=opts["cache"], txpool_bytes=opts["txpool_max_bytes"])
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     return NodeSettings(
         datadir=datadir,
         genesis=genesis,
@@ -316,6 +321,7 @@ def _settings(
         health_max_head_age=opts["health_max_head_age"],
         health_min_peers=opts["health_min_peers"],
         health_max_blocks_behind=opts["health_max_blocks_behind"],
+        memory=memory,
         **extra,
     )
 

@@ -146,6 +146,19 @@ OPTIONS: tuple[Option, ...] = (
         8 * 1024 * 1024,
         "bytes queued for a WebSocket client that does not read before it is disconnected",
     ),
+    Option(
+        "cache",
+        int,
+        256,
+        "MiB of memory for the node's caches: LevelDB blocks 1/4, decoded blocks 1/4, "
+        "block and receipt JSON 1/4, log index 1/8, headers 1/8 (docs/operations.md)",
+    ),
+    Option(
+        "txpool.max-bytes",
+        int,
+        128 * 1024 * 1024,
+        "estimated bytes the transaction pool may hold; past it new transactions are refused",
+    ),
     Option("producer.keystore", str, None, "keystore v3 file of the producer key", metavar="FILE"),
     Option("producer.password", str, None, "file holding the keystore password", metavar="FILE"),
     Option("p2p.port", int, None, "libp2p TCP port (run: default 30333, 0 picks one; dev: off)"),

@@ -12,6 +12,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
+from cairn.memory import Footprint, resident_bytes
+
 
 def new_registry() -> CollectorRegistry:
     registry = CollectorRegistry()
@@ -81,3 +83,52 @@ class NodeCollector(Collector):
             failed.add_metric([method], count)
         yield served
         yield failed
+
+
+class MemoryFigures(Protocol):
+    """What the memory collector reads at scrape time."""
+
+    def memory_figures(self) -> list[Footprint]: ...  # every bounded structure of the node
+
+    def worker_pids(self) -> list[tuple[str, int, int]]: ...  # (kind, index, pid)
+
+
+class MemoryCollector(Collector):
+    """Sizes of the node's caches and pools, and the workers' resident memory (the node's own
+    is `process_resident_memory_bytes`). See docs/operations.md, "Memory budget"."""
+
+    def __init__(self, node: MemoryFigures) -> None:
+        self._node = node
+
+    def collect(self) -> Iterator[Metric]:
+        entries = GaugeMetricFamily(
+            "cairn_memory_entries", "entries held by a bounded structure", labels=["structure"]
+        )
+        held = GaugeMetricFamily(
+            "cairn_memory_bytes",
+            "estimated bytes held by a bounded structure",
+            labels=["structure"],
+        )
+        limit = GaugeMetricFamily(
+            "cairn_memory_limit_bytes",
+            "configured bound of a structure bounded in bytes",
+            labels=["structure"],
+        )
+        for footprint in self._node.memory_figures():
+            entries.add_metric([footprint.name], footprint.entries)
+            held.add_metric([footprint.name], footprint.bytes)
+            if footprint.limit_bytes:
+                limit.add_metric([footprint.name], footprint.limit_bytes)
+        yield entries
+        yield held
+        yield limit
+        workers = GaugeMetricFamily(
+            "cairn_worker_resident_memory_bytes",
+            "resident memory of a worker process",
+            labels=["kind", "index"],
+        )
+        for kind, index, pid in self._node.worker_pids():
+            rss = resident_bytes(pid)
+            if rss is not None:
+                workers.add_metric([kind, str(index)], rss)
+        yield workers

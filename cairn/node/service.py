@@ -31,13 +31,15 @@ from cairn.errors import ConfigError
 from cairn.execution.call import CallRunner
 from cairn.execution.callworker import CallWorkers
 from cairn.execution.forks import fork_named
+from cairn.execution.vm import code_analysis_footprint
 from cairn.genesis.model import Genesis
+from cairn.memory import Footprint, MemoryBudget
 from cairn.mirror.metrics import MirrorCollector
 from cairn.mirror.service import Mirror, MirrorConfig, NodeInfo
 from cairn.mirror.source import ChainSource
 from cairn.node.health import Health, HealthPolicy, HealthSources
 from cairn.node.heap import settle_after_start
-from cairn.node.metrics import NodeCollector, metrics_handler, new_registry
+from cairn.node.metrics import MemoryCollector, NodeCollector, metrics_handler, new_registry
 from cairn.node.p2p_wiring import P2PLink
 from cairn.p2p.api import P2PConfig
 from cairn.rpc.admin import AdminNamespace
@@ -47,7 +49,7 @@ from cairn.rpc.dispatch import Dispatcher
 from cairn.rpc.logs import LogIndex
 from cairn.rpc.methods import RpcMethods
 from cairn.rpc.server import RpcServer
-from cairn.txpool.pool import TxPool
+from cairn.txpool.pool import PoolLimits, TxPool
 from cairn.txpool.recovery import SenderRecovery
 
 log = logging.getLogger("cairn.node")
@@ -74,6 +76,7 @@ class NodeSettings:
     health_max_head_age: float | None = None
     health_min_peers: int | None = None
     health_max_blocks_behind: int = 2
+    memory: MemoryBudget = field(default_factory=MemoryBudget)  # --cache, --txpool.max-bytes
 
 
 def _not_syncing() -> SyncStatus:
@@ -86,7 +89,7 @@ class Node:
         self.started_at = time.time()
         genesis = settings.genesis
         self.fork = fork_named(genesis.consensus.fork)
-        self.store = open_store(settings.datadir / "chaindata", genesis, self.fork)
+        self.store = open_store(settings.datadir / "chaindata", genesis, self.fork, settings.memory)
         try:
             self._build(settings)
         except BaseException:
@@ -99,12 +102,18 @@ class Node:
 
     def _build(self, settings: NodeSettings) -> None:
         genesis = settings.genesis
-        self.chain = Chain(self.store, genesis, self.fork)
+        self.chain = Chain(self.store, genesis, self.fork, settings.memory)
         self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cairn-writer")
         self.reads = ThreadPoolExecutor(max_workers=2, thread_name_prefix="cairn-reads")
         self.call_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cairn-calls")
         self.events = ChainEvents()
-        self.pool = TxPool(self.fork, genesis.chain_id, self.chain.head_view, self.store)
+        self.pool = TxPool(
+            self.fork,
+            genesis.chain_id,
+            self.chain.head_view,
+            self.store,
+            PoolLimits(bytes=settings.memory.txpool_bytes),
+        )
         self.applier = BlockApplier(self.chain, self.pool, self.events, self.writer)
         self.consensus_out = Outbox()
         self.metrics = new_registry()
@@ -128,7 +137,7 @@ class Node:
             chain=self.chain,
             pool=self.pool,
             events=self.events,
-            log_index=LogIndex(),
+            log_index=LogIndex(settings.memory.logs),
             calls=CallRunner(self.chain.reader, rpc.gas_cap, rpc.evm_timeout),
             reads=self.reads,
             config=rpc,
@@ -142,6 +151,7 @@ class Node:
             dev=self.dev,
             call_thread=self.call_thread,
             call_workers=self.call_workers,
+            memory=settings.memory,
         )
         self.mirror = self._mirror()
         admin = [AdminNamespace(self.p2p.service, self.chain, CLIENT_VERSION)] if self.p2p else []
@@ -177,6 +187,7 @@ class Node:
         self.metrics.register(NodeCollector(self))
         if self.engine is not None:
             self.metrics.register(BftCollector(self.engine))
+        self.metrics.register(MemoryCollector(self))
 
     def _producer(self) -> tuple[DevChain | None, Sequencer | None]:
         """This node's block producer, if it holds a producer key of a sequencer chain."""
@@ -475,3 +486,24 @@ class Node:
 
     def rpc_figures(self) -> tuple[dict[str, int], dict[str, int]]:
         return dict(self.dispatcher.calls), dict(self.dispatcher.errors)
+
+    def memory_figures(self) -> list[Footprint]:
+        """Every bounded structure of the node process (docs/operations.md, Memory budget)."""
+        figures = [
+            self.store.footprint(),
+            *self.chain.reader.footprints(),
+            *self.pool.footprints(),
+            *self.methods.eth.footprints(),
+            self.backend.log_index.footprint(),
+            code_analysis_footprint(),
+        ]
+        if self.p2p is not None:
+            figures.extend(self.p2p.relay.footprints())
+        return figures
+
+    def worker_pids(self) -> list[tuple[str, int, int]]:
+        """(kind, index, pid) of the sender-recovery and eth_call worker processes."""
+        found = [("recovery", i, pid) for i, pid in enumerate(self.recovery.pids())]
+        if self.call_workers is not None:
+            found.extend(("call", i, pid) for i, pid in enumerate(self.call_workers.pids()))
+        return found

@@ -18,6 +18,7 @@ from cairn.chain.events import BlockCommitted, ChainEvents
 from cairn.execution.call import CallParams, CallRunner
 from cairn.execution.callworker import CallWorkers
 from cairn.execution.devstate import AccountOverride, ImpersonatedTx
+from cairn.memory import MemoryBudget
 from cairn.rpc.logs import LogIndex
 from cairn.txpool.pool import TxPool
 from cairn.txpool.recovery import SenderRecovery
@@ -124,6 +125,8 @@ class Backend:
     call_thread: Executor | None = None
     # eth_call and eth_estimateGas in worker processes (--rpc.call-workers; None: in here)
     call_workers: CallWorkers | None = None
+    # --cache: what the RPC caches (formatted blocks and receipts) may hold
+    memory: MemoryBudget = field(default_factory=MemoryBudget)
 
     async def run_read(self, fn: Callable[[], T]) -> T:
         """Heavy reads (log scans, traces, proofs) off the event loop, on the read threads."""

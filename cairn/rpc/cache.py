@@ -1,20 +1,15 @@
-"""A small thread-safe LRU for formatted answers about committed blocks, and `RawJson`, the
-JSON text such answers are held as.
+"""`RawJson`: the JSON text of formatted answers about committed blocks, as the caches hold it.
 
-Committed blocks never change, so their JSON can be built once; entries are keyed by block
-hash, so a dev-chain rewind (another block at the same number) can never hit a stale one.
+Committed blocks never change, so their JSON can be built once (the caches themselves are
+`cairn.memory.SizedLru`s, bounded in bytes); entries are keyed by block hash, so a dev-chain
+rewind (another block at the same number) can never hit a stale one.
 """
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
-from collections.abc import Callable, Hashable
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 import orjson
-
-V = TypeVar("V")
 
 
 class RawJson:
@@ -30,23 +25,3 @@ class RawJson:
     @classmethod
     def of(cls, value: Any) -> RawJson:
         return cls(orjson.dumps(value))
-
-
-class LruCache(Generic[V]):
-    def __init__(self, size: int) -> None:
-        self._size = size
-        self._items: OrderedDict[Hashable, V] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get_or_build(self, key: Hashable, build: Callable[[], V]) -> V:
-        with self._lock:
-            if key in self._items:
-                self._items.move_to_end(key)
-                return self._items[key]
-        value = build()  # outside the lock: building may be slow; a duplicate build is harmless
-        with self._lock:
-            self._items[key] = value
-            self._items.move_to_end(key)
-            while len(self._items) > self._size:
-                self._items.popitem(last=False)
-        return value

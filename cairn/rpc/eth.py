@@ -10,10 +10,11 @@ from eth_utils import keccak
 
 from cairn.execution.fees import effective_gas_price
 from cairn.execution.reader import StoredBlock
+from cairn.memory import Footprint, SizedLru
 from cairn.rpc import params
 from cairn.rpc.backend import Backend
 from cairn.rpc.blocks import BlockResolver
-from cairn.rpc.cache import LruCache, RawJson
+from cairn.rpc.cache import RawJson
 from cairn.rpc.dispatch import rpc_method
 from cairn.rpc.errors import LIMIT_EXCEEDED, SERVER_ERROR, RpcError, invalid_params
 from cairn.rpc.format import (
@@ -37,9 +38,16 @@ class EthNamespace:
         self.reader = backend.chain.reader
         self.blocks = BlockResolver(self.reader)
         # Formatted committed blocks and receipts, keyed by block hash (blocks never change).
-        # Held as JSON text: the server embeds it in answers without re-encoding.
-        self._formatted: LruCache[RawJson] = LruCache(64)
-        self._receipts: LruCache[RawJson] = LruCache(64)
+        # Held as JSON text: the server embeds it in answers without re-encoding. Each cache
+        # holds half of the `--cache` share for RPC JSON, counted in bytes of JSON text.
+        limit = backend.memory.rpc_json // 2
+        self._formatted: SizedLru[tuple[bytes, bool], RawJson] = SizedLru(
+            "rpc_blocks", limit, _json_size
+        )
+        self._receipts: SizedLru[bytes, RawJson] = SizedLru("rpc_receipts", limit, _json_size)
+
+    def footprints(self) -> list[Footprint]:
+        return [self._formatted.footprint(), self._receipts.footprint()]
 
     # ------------------------------------------------------------ helpers
 
@@ -365,6 +373,10 @@ class EthNamespace:
             return found
 
         return await self.b.run_read(scan)
+
+
+def _json_size(value: RawJson) -> int:
+    return 64 + len(value.raw)
 
 
 def _tx_in_block(stored: StoredBlock, index: int) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""Log filters (eth_getLogs, eth_newFilter, logs subscriptions): parsing and matching."""
+"""Log filters (eth_getLogs, eth_newFilter, logs subscriptions): parsing and matching, and
+`LogIndex`, each recently read block's logs formatted and indexed once (bounded in bytes)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from typing import Any
 from eth_bloom import BloomFilter
 
 from cairn.execution.reader import StoredBlock
+from cairn.memory import Footprint, SizedLru
 from cairn.rpc import params
-from cairn.rpc.cache import LruCache
 from cairn.rpc.errors import invalid_params
 from cairn.rpc.format import format_logs
 
@@ -72,16 +73,26 @@ class BlockLogs:
     entries: tuple[IndexedLog, ...]
     by_address: dict[bytes, list[int]]
     by_topic: tuple[dict[bytes, list[int]], ...]
+    size_estimate: int = 0  # bytes held, as LogIndex counts them
 
     @classmethod
-    def of(cls, entries: tuple[IndexedLog, ...]) -> BlockLogs:
+    def of(cls, entries: tuple[IndexedLog, ...], data_bytes: int = 0) -> BlockLogs:
+        """`data_bytes`: the total length of the logs' data, for the size estimate."""
         by_address: dict[bytes, list[int]] = {}
         by_topic: tuple[dict[bytes, list[int]], ...] = ({}, {}, {}, {})
+        topics = 0
         for i, entry in enumerate(entries):
             by_address.setdefault(entry.address, []).append(i)
+            topics += len(entry.topics)
             for position, topic in enumerate(entry.topics[:4]):
                 by_topic[position].setdefault(topic, []).append(i)
-        return cls(entries, by_address, by_topic)
+        size = (
+            BLOCK_LOGS_BYTES
+            + LOG_BYTES * len(entries)
+            + TOPIC_BYTES * topics
+            + (5 * data_bytes) // 2
+        )
+        return cls(entries, by_address, by_topic, size)
 
     def candidates(self, flt: LogFilter) -> list[int] | range:
         """Positions that may match, from the filter's most selective field, in log order."""
@@ -99,28 +110,43 @@ class BlockLogs:
         return range(len(self.entries)) if best is None else best
 
 
+# Bytes an indexed block holds, measured with tracemalloc (tests/unit/test_memory.py): ~1 KB
+# per log (its JSON and index entries), ~250 per topic, 2.5 per byte of data (bytes and hex).
+BLOCK_LOGS_BYTES = 512
+LOG_BYTES = 1_000
+TOPIC_BYTES = 250
+DEFAULT_LOG_INDEX_BYTES = 32 * 1024 * 1024
+
+
 class LogIndex:
     """Every log of a block, formatted and indexed once per block (blocks never change), for
-    the blocks read most recently. One per node."""
+    the blocks read most recently, within `limit_bytes`. One per node."""
 
-    def __init__(self, blocks: int = 1024) -> None:
-        self._cache: LruCache[BlockLogs] = LruCache(blocks)
+    def __init__(self, limit_bytes: int = DEFAULT_LOG_INDEX_BYTES) -> None:
+        self._cache: SizedLru[bytes, BlockLogs] = SizedLru(
+            "log_index", limit_bytes, lambda logs: logs.size_estimate
+        )
 
     def of(self, stored: StoredBlock) -> BlockLogs:
         return self._cache.get_or_build(stored.header.hash, lambda: _index(stored))
+
+    def footprint(self) -> Footprint:
+        return self._cache.footprint()
 
 
 def _index(stored: StoredBlock) -> BlockLogs:
     entries: list[IndexedLog] = []
     log_index = 0
+    data_bytes = 0
     for tx_index, receipt in enumerate(stored.receipts):
         if receipt.logs:
             formatted = format_logs(stored, tx_index, log_index)
             for log, json in zip(receipt.logs, formatted, strict=True):
                 topics = tuple(_topic_bytes(t) for t in log.topics)
                 entries.append(IndexedLog(bytes(log.address), topics, json))
+                data_bytes += len(log.data)
         log_index += len(receipt.logs)
-    return BlockLogs.of(tuple(entries))
+    return BlockLogs.of(tuple(entries), data_bytes)
 
 
 # A pure function of its argument, so one cache for the process is right.

@@ -13,6 +13,7 @@ from typing import Any
 from eth_account import Account
 from eth_utils import to_checksum_address
 
+from cairn.errors import InvalidTransaction
 from cairn.rpc import params
 from cairn.rpc.backend import Backend
 from cairn.rpc.dev import DevSends
@@ -33,7 +34,9 @@ class SendNamespace:
     async def send_raw_transaction(self, raw: Any) -> str:
         result = await self.intake.submit(params.data(raw, 0))
         if result.error is not None:
-            raise result.error
+            # A fresh error: raising the one `result` holds would put it in a reference cycle
+            # with this frame (through its traceback), garbage only a full GC pass frees.
+            raise InvalidTransaction(result.error.reason, result.error.tx_hash)
         assert result.tx_hash is not None
         if self._dev is not None:
             await self._dev.until_mined(result.tx_hash)

@@ -14,16 +14,24 @@ from eth.db.backends.base import BaseDB
 
 from cairn.errors import DatadirError
 
+# LevelDB's memory beside its block cache: up to two memtables of WRITE_BUFFER_BYTES (the one
+# being written and the one being flushed), and the index and bloom-filter blocks of up to
+# MAX_OPEN_FILES open tables (about 30 KiB each for the ~2 MiB tables LevelDB writes).
+WRITE_BUFFER_BYTES = 32 * 1024 * 1024
+MAX_OPEN_FILES = 1000
+DEFAULT_BLOCK_CACHE_BYTES = 64 * 1024 * 1024
 
-def open_leveldb(path: Path) -> plyvel.DB:
+
+def open_leveldb(path: Path, block_cache_bytes: int = DEFAULT_BLOCK_CACHE_BYTES) -> plyvel.DB:
     """Open (or create) the LevelDB at `path`; a second process gets a clear error."""
     path.mkdir(parents=True, exist_ok=True)
     try:
         return plyvel.DB(
             str(path),
             create_if_missing=True,
-            lru_cache_size=64 * 1024 * 1024,
-            write_buffer_size=32 * 1024 * 1024,
+            lru_cache_size=block_cache_bytes,
+            write_buffer_size=WRITE_BUFFER_BYTES,
+            max_open_files=MAX_OPEN_FILES,
             bloom_filter_bits=10,
         )
     except plyvel.IOError as exc:

@@ -17,8 +17,14 @@ import msgpack
 import plyvel
 
 from cairn.errors import DatadirError, GenesisMismatch
+from cairn.memory import Footprint
 from cairn.storage import schema
-from cairn.storage.leveldb import PrefixedDB, open_leveldb
+from cairn.storage.leveldb import (
+    DEFAULT_BLOCK_CACHE_BYTES,
+    WRITE_BUFFER_BYTES,
+    PrefixedDB,
+    open_leveldb,
+)
 
 
 @dataclass(frozen=True)
@@ -77,10 +83,17 @@ class Head:
 class ChainStore:
     """The LevelDB under `<datadir>/chaindata`."""
 
-    def __init__(self, path: Path, identity: ChainIdentity | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        identity: ChainIdentity | None = None,
+        *,
+        block_cache_bytes: int = DEFAULT_BLOCK_CACHE_BYTES,
+    ) -> None:
         self.path = path
         self.identity = self._check_identity(identity)
-        self._db: plyvel.DB = open_leveldb(path)
+        self._block_cache_bytes = block_cache_bytes
+        self._db: plyvel.DB = open_leveldb(path, block_cache_bytes)
         self._write_lock = threading.Lock()
         self._head: Head | None = self._load_head()
         self._check_schema()
@@ -164,6 +177,16 @@ class ChainStore:
     @property
     def closed(self) -> bool:
         return bool(self._db.closed)
+
+    def footprint(self) -> Footprint:
+        """LevelDB's own estimate of its memory: memtables and block cache in use; bounded
+        by the block cache and two memtables (the one written and the one being flushed)."""
+        try:
+            raw = self._db.get_property(b"leveldb.approximate-memory-usage")
+        except RuntimeError:  # closed (the node is stopping)
+            raw = None
+        used = int(raw) if raw else 0
+        return Footprint("leveldb", 0, used, self._block_cache_bytes + 2 * WRITE_BUFFER_BYTES)
 
     # ---------------------------------------------------------------- genesis
     @property

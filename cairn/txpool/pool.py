@@ -2,6 +2,8 @@
 
 Single-threaded: every method runs on the node's event loop. The journal write for a batch
 happens before its transactions become visible and before the caller gets its answer.
+Bounded by `PoolLimits` in transactions and in estimated bytes (`--txpool.max-bytes`); a
+transaction and its sender's entry are forgotten as soon as a block includes or drops it.
 """
 
 from __future__ import annotations
@@ -17,11 +19,21 @@ from eth_typing import Address
 
 from cairn.errors import InvalidTransaction
 from cairn.execution.forks import Fork
+from cairn.memory import DEFAULT_TXPOOL_BYTES, Footprint
 from cairn.txpool.admission import DecodedTx, decode_and_check
 
 log = logging.getLogger("cairn.txpool")
 
 PRICE_BUMP_PERCENT = 10
+# Bytes a pooled transaction holds, measured with tracemalloc (tests/unit/test_memory.py): its
+# decoded form (~1.3 KB for a transfer) and about three copies of its encoding (the raw bytes,
+# and the data and signature fields py-evm decodes out of them); a sender's entry ~400.
+TX_ENTRY_BYTES = 1_300
+SENDER_ENTRY_BYTES = 400
+
+
+def estimate_entry_bytes(raw: bytes) -> int:
+    return TX_ENTRY_BYTES + 3 * len(raw)
 
 
 class HeadState(Protocol):
@@ -54,6 +66,7 @@ class PoolLimits:
     per_sender: int = 4096
     queued_per_sender: int = 256
     total: int = 65_536
+    bytes: int = DEFAULT_TXPOOL_BYTES  # estimated (estimate_entry_bytes), --txpool.max-bytes
 
 
 @dataclass(frozen=True)
@@ -81,6 +94,7 @@ class _Sender:
 class PoolEntry:
     tx: DecodedTx
     seq: int
+    size: int  # estimated bytes
 
 
 class TxPool:
@@ -99,6 +113,7 @@ class TxPool:
         self.limits = limits
         self._senders: dict[Address, _Sender] = {}
         self._by_hash: dict[bytes, PoolEntry] = {}
+        self._bytes = 0  # sum of the entries' sizes
         self._seq = itertools.count()
         self._listeners: list[Callable[[Sequence[DecodedTx]], None]] = []
 
@@ -112,7 +127,8 @@ class TxPool:
         """Admit one raw transaction; return its hash or raise `InvalidTransaction`."""
         result = self.add_many([raw])[0]
         if result.error is not None:
-            raise result.error
+            # a fresh error: raising the one `result` holds ties it and this frame in a cycle
+            raise InvalidTransaction(result.error.reason, result.error.tx_hash)
         assert result.tx_hash is not None
         return result.tx_hash
 
@@ -130,18 +146,24 @@ class TxPool:
         accepted: list[tuple[DecodedTx, PoolEntry | None]] = []
         staged: dict[tuple[Address, int], DecodedTx] = {}
         staged_hashes: set[bytes] = set()
+        staged_bytes = 0
         for i, raw in enumerate(raws):
             known = senders[i] if senders is not None else None
             try:
                 decoded = decode_and_check(
                     raw, self._fork, self._chain_id, head.gas_limit, known_sender=known
                 )
-                replaced = self._check_with_state(decoded, head, staged, staged_hashes)
+                replaced = self._check_with_state(
+                    decoded, head, staged, staged_hashes, staged_bytes
+                )
             except InvalidTransaction as exc:
-                results.append(Admitted(exc.tx_hash, exc))
+                # Kept without its traceback: the traceback holds this frame, and this frame
+                # `results`, a reference cycle only a full GC collection would free.
+                results.append(Admitted(exc.tx_hash, exc.with_traceback(None)))
                 continue
             staged[(decoded.sender, decoded.nonce)] = decoded
             staged_hashes.add(decoded.hash)
+            staged_bytes += estimate_entry_bytes(decoded.raw)
             accepted.append((decoded, replaced))
             results.append(Admitted(decoded.hash))
         if not accepted:
@@ -166,6 +188,7 @@ class TxPool:
         head: HeadState,
         staged: dict[tuple[Address, int], DecodedTx],
         staged_hashes: set[bytes],
+        staged_bytes: int,
     ) -> PoolEntry | None:
         def fail(reason: str) -> InvalidTransaction:
             return InvalidTransaction(reason, d.hash)
@@ -220,6 +243,11 @@ class TxPool:
                     raise fail("account limit exceeded: too many queued (future) transactions")
             if len(self._by_hash) + len(staged) >= self.limits.total:
                 raise fail("txpool is full")
+            if self._bytes + staged_bytes + estimate_entry_bytes(d.raw) > self.limits.bytes:
+                raise fail(
+                    f"txpool is full: {self._bytes + staged_bytes:,} bytes of "
+                    f"{self.limits.bytes:,} (--txpool.max-bytes) in use"
+                )
         return existing
 
     def _insert(self, d: DecodedTx, head: HeadState) -> None:
@@ -229,10 +257,11 @@ class TxPool:
             self._senders[d.sender] = account
         old = account.txs.get(d.nonce)
         if old is not None:
-            del self._by_hash[old.tx.hash]
-        entry = PoolEntry(d, next(self._seq))
+            self._pop(old.tx.hash)
+        entry = PoolEntry(d, next(self._seq), estimate_entry_bytes(d.raw))
         account.txs[d.nonce] = entry
         self._by_hash[d.hash] = entry
+        self._bytes += entry.size
         account.recompute()
 
     # ---------------------------------------------------------------- restart
@@ -265,6 +294,7 @@ class TxPool:
         raws = [entry.tx.raw for entry in sorted(self._by_hash.values(), key=lambda e: e.seq)]
         self._senders.clear()
         self._by_hash.clear()
+        self._bytes = 0
         kept = dropped = 0
         stale: list[bytes] = []
         for result in self.add_many(raws, journal=False):
@@ -316,12 +346,12 @@ class TxPool:
         """Forget mined transactions and ones the builder found invalid; refresh nonces."""
         touched = set(senders)
         for tx_hash in included:
-            entry = self._by_hash.pop(tx_hash, None)
+            entry = self._pop(tx_hash)
             if entry is not None:
                 touched.add(entry.tx.sender)
         dropped: list[bytes] = []
         for tx_hash, reason in rejected:
-            entry = self._by_hash.pop(tx_hash, None)
+            entry = self._pop(tx_hash)
             if entry is None:
                 continue
             log.info("txpool: dropping 0x%s at block %d: %s", tx_hash.hex(), head.number, reason)
@@ -337,7 +367,7 @@ class TxPool:
             account.state_nonce = head.nonce(sender)
             for nonce in [n for n in account.txs if n < account.state_nonce]:
                 stale = account.txs.pop(nonce)
-                if self._by_hash.pop(stale.tx.hash, None) is not None:
+                if self._pop(stale.tx.hash) is not None:
                     dropped.append(stale.tx.hash)
             if not account.txs:
                 del self._senders[sender]
@@ -345,6 +375,12 @@ class TxPool:
                 account.recompute()
         if dropped:
             self._journal.delete_journal(dropped)
+
+    def _pop(self, tx_hash: bytes) -> PoolEntry | None:
+        entry = self._by_hash.pop(tx_hash, None)
+        if entry is not None:
+            self._bytes -= entry.size
+        return entry
 
     # ---------------------------------------------------------------- queries
     def get(self, tx_hash: bytes) -> DecodedTx | None:
@@ -375,3 +411,12 @@ class TxPool:
     def counts(self) -> tuple[int, int]:
         pending = sum(a.next_nonce - a.state_nonce for a in self._senders.values())
         return pending, len(self._by_hash) - pending
+
+    def footprints(self) -> list[Footprint]:
+        """Pooled transactions and the senders they belong to, with estimated bytes."""
+        return [
+            Footprint("txpool", len(self._by_hash), self._bytes, self.limits.bytes),
+            Footprint(
+                "txpool_senders", len(self._senders), SENDER_ENTRY_BYTES * len(self._senders)
+            ),
+        ]

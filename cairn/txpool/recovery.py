@@ -71,5 +71,12 @@ class SenderRecovery:
                 self._pool = self._new_pool()
             raise
 
+    def pids(self) -> list[int]:
+        """Process ids of the running workers (for /metrics: their resident memory)."""
+        # ProcessPoolExecutor keeps its workers in `_processes` (pid -> process) and has no
+        # public accessor; None until the first task has started them.
+        processes = getattr(self._pool, "_processes", None) or {}
+        return sorted(processes)
+
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -16,11 +16,14 @@ from collections.abc import Callable, Sequence
 from eth_utils import keccak
 
 from cairn.errors import InvalidTransaction
+from cairn.memory import Footprint
 from cairn.txpool.admission import DecodedTx
 from cairn.txpool.pool import TxPool
 
 BATCH_INTERVAL_SECONDS = 0.075
+# Hashes of gossiped transactions, so that they are not echoed back out: ~170 bytes each.
 REMEMBERED_GOSSIP = 65_536
+REMEMBERED_HASH_BYTES = 170
 # A newly connected peer gets our pool after its gossip subscriptions had time to arrive.
 REBROADCAST_DELAY_SECONDS = 1.0
 MAX_REBROADCAST = 8192
@@ -99,8 +102,20 @@ class TxRelay:
         self.received += sum(1 for r in results if r.error is None)
         for result in results:
             if result.error is not None and is_peer_fault(result.error):
-                raise result.error
+                # a fresh error, not one `results` holds: see cairn/rpc/send.py
+                raise InvalidTransaction(result.error.reason, result.error.tx_hash)
         return True
+
+    def footprints(self) -> list[Footprint]:
+        return [
+            Footprint(
+                "relay_seen",
+                len(self._from_gossip),
+                REMEMBERED_HASH_BYTES * len(self._from_gossip),
+                REMEMBERED_HASH_BYTES * REMEMBERED_GOSSIP,
+            ),
+            Footprint("relay_outbox", len(self._outbox), sum(len(r) for r in self._outbox)),
+        ]
 
     def close(self) -> None:
         for handle in (self._flush_handle, self._rebroadcast_handle):

@@ -55,3 +55,20 @@ def test_health_status_and_metrics(dev_node: NodeProcess) -> None:
     assert metric(text, "cairn_rpc_requests_total", '{method="eth_sendRawTransaction"}') == 1
     assert metric(text, "cairn_rpc_errors_total", '{method="eth_getBalance"}') == 1
     assert metric(text, "process_resident_memory_bytes") > 0
+    # memory: each bounded structure's size and bound; every worker's resident memory
+    assert metric(text, "cairn_memory_limit_bytes", '{structure="blocks"}') == 64 * 2**20
+    assert metric(text, "cairn_memory_entries", '{structure="headers"}') >= 1
+    assert metric(text, "cairn_memory_bytes", '{structure="txpool"}') == 0
+    assert metric(text, "cairn_memory_bytes", '{structure="leveldb"}') > 0
+
+    def workers() -> dict[str, float] | None:
+        found = re.findall(
+            r'^cairn_worker_resident_memory_bytes\{kind="(\w+)",index="(\d+)"\} (\S+)$',
+            get(base + "/metrics")[1],
+            re.M,
+        )
+        kinds = {f"{kind}{index}": float(rss) for kind, index, rss in found}
+        return kinds if {"recovery0", "call0"} <= set(kinds) else None
+
+    rss = wait_until(workers, timeout=60, message="worker RSS in /metrics")
+    assert all(value > 10 * 2**20 for value in rss.values()), rss

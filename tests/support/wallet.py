@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import coincurve
+import rlp
 from eth_account import Account
+from eth_utils import keccak
 
 from tests.support import rpc
 from tests.support.wait import wait_until
@@ -47,3 +50,31 @@ def send_and_wait(url: str, raw: str, timeout: float = 30.0) -> dict[str, Any]:
         message=f"receipt of {tx_hash}",
     )
     return receipt
+
+
+def sign_range(
+    key: bytes,
+    first_nonce: int,
+    count: int,
+    *,
+    to: str,
+    value: int = 1,
+    data: bytes = b"",
+    gas: int = 21_000,
+    max_fee: int = 3 * GWEI,
+    tip: int = GWEI,
+    chain_id: int = 31337,
+) -> list[bytes]:
+    """Raw type-2 transactions of one key at nonces first_nonce.., signed with libsecp256k1
+    directly: the same bytes as eth_account (RFC 6979, low s), ~3x faster, for tests and
+    benchmarks that need tens of thousands. `to=""` creates a contract from `data`."""
+    signer = coincurve.PrivateKey(key)
+    recipient = bytes.fromhex(to.removeprefix("0x"))
+    out = []
+    for nonce in range(first_nonce, first_nonce + count):
+        fields = [chain_id, nonce, tip, max_fee, gas, recipient, value, data, []]
+        signature = signer.sign_recoverable(keccak(b"\x02" + rlp.encode(fields)), hasher=None)
+        r = int.from_bytes(signature[:32], "big")
+        s = int.from_bytes(signature[32:64], "big")
+        out.append(b"\x02" + rlp.encode([*fields, signature[64], r, s]))
+    return out
