@@ -198,6 +198,7 @@ def test_no_trie_memo_outlives_a_block(chain: Chain) -> None:
 def test_head_view_is_rebuilt_before_its_read_log_grows_far(chain: Chain) -> None:
     mine(chain, transfers(10))
     first = chain.head_view()
+    at_start = len(first.state._account_db._accessed_accounts)  # type: ignore[attr-defined]
     largest = 0
     for i in range(HEAD_VIEW_USES + 10):  # distinct accounts read at a head that stays
         view = chain.head_view()
@@ -206,4 +207,5 @@ def test_head_view_is_rebuilt_before_its_read_log_grows_far(chain: Chain) -> Non
         largest = max(largest, len(accounts._accessed_accounts))
     assert chain.head_view() is not first
     assert chain.head_view().header.hash == first.header.hash
-    assert largest <= HEAD_VIEW_USES + 1
+    # one distinct account per use, on top of what building the view read
+    assert largest <= at_start + HEAD_VIEW_USES + 1
