@@ -85,11 +85,15 @@ def test_a_stalled_head_makes_a_full_node_unhealthy_until_blocks_resume(tmp_path
         _, body = get(full.url + "/healthz")
         assert body["mode"] == "fullnode" and body["ok"] is True and body["healthy"] is True
         seq.stop()
+        # /healthz may go 503 first for the lost peer; the head's age follows within 4 s
         wait_until(
-            lambda: get(full.url + "/healthz")[0] == 503, timeout=60, message="503 after the stall"
+            lambda: get(full.url + "/health/blockchain")[0] == 503,
+            timeout=60,
+            message="the head reported old after the stall",
         )
         status, chain = get(full.url + "/health/blockchain")
         assert status == 503 and "old" in str(chain["reasons"])
+        assert get(full.url + "/healthz")[0] == 503
         status, ready = get(full.url + "/health/ready")
         assert status == 503 and ready["ready"] is False
         status, _ = get(full.url + "/health")

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import itertools
-import json
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -48,7 +47,7 @@ async def _rpc(
     http: aiohttp.ClientSession, url: str, calls: list[tuple[str, list[Any]]]
 ) -> list[Any]:
     body = [{"jsonrpc": "2.0", "id": i, "method": m, "params": p} for i, (m, p) in enumerate(calls)]
-    async with http.post(url, data=json.dumps(body)) as response:
+    async with http.post(url, json=body) as response:
         answers = await response.json(content_type=None)
     by_id = {a["id"]: a for a in answers}
     for i, (method, _) in enumerate(calls):

@@ -9,6 +9,7 @@ applier's count equals the number of blocks the node's head moved by.
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import pytest
@@ -16,10 +17,13 @@ from eth_typing import Address
 
 from cairn.errors import InvalidDevRequest
 from cairn.execution.devstate import AccountOverride
+from cairn.p2p.stack import GOSSIP_HEARTBEAT_SECONDS
 from tests.support.chain import ADDRESSES, transfer
 from tests.support.harness import InProcessNet
 
 WHALE = Address(b"\x0b" * 20)
+# gossipsub's history: 5 heartbeats of GOSSIP_HEARTBEAT_SECONDS, and one to spare
+GOSSIP_HISTORY = 6 * GOSSIP_HEARTBEAT_SECONDS
 
 
 def test_every_source_goes_through_the_one_apply(tmp_path: Path) -> None:
@@ -41,6 +45,16 @@ def test_every_source_goes_through_the_one_apply(tmp_path: Path) -> None:
             await net.wait_for(
                 lambda: early.chain.head.hash == seq.chain.head.hash,
                 message="the early full node to follow by gossip",
+            )
+            # Gossipsub offers peers what it relayed in its last heartbeats (IHAVE) and
+            # serves it for GOSSIP_HISTORY of them: a node joining sooner may be handed
+            # every block by gossip. Past that, only range sync can bring them.
+            await net.wait_for(
+                lambda: all(
+                    time.monotonic() - r.last_at > GOSSIP_HISTORY for r in net.recorded.values()
+                ),
+                within=30,
+                message="the blocks to leave every node's gossip history",
             )
             late = await net.start_fullnode("late")
             for nonce in range(5, 8):

@@ -46,10 +46,12 @@ class Recorded:
 
     def __init__(self, node: Node) -> None:
         self.numbers: list[int] = []
+        self.last_at = time.monotonic()  # when the last one was published
         node.events.subscribe(self._on)
 
     def _on(self, event: BlockCommitted) -> None:
         self.numbers.append(event.number)
+        self.last_at = time.monotonic()
 
 
 class InProcessNet:
