@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -222,10 +223,21 @@ def main() -> None:
     parser.add_argument("--finality-seconds", type=float, default=20.0)
     parser.add_argument("--flood", type=int, default=5000)
     args = parser.parse_args()
-    report: dict[str, Any] = {"config": vars(args), "networks": []}
+    report: dict[str, Any] = {
+        "config": vars(args),
+        "networks": [],
+        "load_average_at_start": list(os.getloadavg()),
+    }
     for size in (int(s) for s in args.sizes.split(",")):
         print(f"[bench] {size} validators ...", flush=True)
-        report["networks"].append(measure(size, args))
+        started = time.monotonic()
+        try:
+            report["networks"].append(measure(size, args))
+        except TimeoutError as exc:  # a network that did not get there: say so, go on
+            first_line = str(exc).splitlines()[0]
+            report.setdefault("failed", []).append({"validators": size, "error": first_line})
+            print(f"[bench] {size} validators failed: {first_line}", flush=True)
+        print(f"[bench] {size} validators: {time.monotonic() - started:.0f}s", flush=True)
     raws = [transfer(i % SENDERS, i // SENDERS) for i in range(args.flood)]
     for name in ("cairn", "anvil"):
         print(f"[bench] {name} as one node, the same transfers ...", flush=True)

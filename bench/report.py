@@ -321,7 +321,13 @@ def _validators_section(result: dict[str, Any] | None) -> list[str]:
         "",
         "Every validator re-executes every block and the machine has 2 cores: with 7 "
         "validators each gets less than a third of a core, which is what bounds the figures "
-        "here, not the protocol.",
+        "here, not the protocol. Load average when the run started: "
+        + ", ".join(f"{x:.1f}" for x in result.get("load_average_at_start", [])),
+        "",
+        *(
+            f"- {f['validators']} validators did not complete: {f['error']}"
+            for f in result.get("failed", [])
+        ),
         "",
     ]
 
