@@ -28,6 +28,7 @@ from cairn.node import cli_mirror, cli_testnet
 from cairn.node.config import add_options, resolve
 from cairn.node.keys import find_keystore, load_keystore, read_password, save_keystore
 from cairn.node.logs import setup_logging
+from cairn.node.metrics import parse_watch
 from cairn.node.p2p_wiring import p2p_config
 from cairn.node.service import CLIENT_VERSION, Node, NodeSettings
 from cairn.rpc.access import ClientAddress, default_burst, parse_rate, split_list
@@ -322,6 +323,9 @@ def _settings(
         health_min_peers=opts["health_min_peers"],
         health_max_blocks_behind=opts["health_max_blocks_behind"],
         memory=memory,
+        metrics_addr=opts["metrics_addr"],
+        metrics_port=opts["metrics_port"],
+        watch=parse_watch(opts["metrics_watch"]),
         **extra,
     )
 

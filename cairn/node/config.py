@@ -203,6 +203,22 @@ OPTIONS: tuple[Option, ...] = (
         2,
         "blocks behind the best peer a node may be and still be ready",
     ),
+    Option(
+        "metrics.addr",
+        str,
+        None,
+        "serve /metrics on this interface too, without the RPC token (geth's --metrics.addr;"
+        " default: only on the RPC port)",
+    ),
+    Option("metrics.port", int, 6060, "port of the --metrics.addr listener (0 picks one)"),
+    Option(
+        "metrics.watch",
+        str,
+        None,
+        "comma-separated ADDRESS[=LABEL] whose head balance /metrics exports as "
+        "cairn_watched_balance_wei (the producer and the faucet are watched always)",
+        metavar="LIST",
+    ),
     Option("log.level", str, "info", "debug, info, warning or error"),
     Option("log.format", str, "text", "text or json"),
     Option(

@@ -39,7 +39,17 @@ from cairn.mirror.service import Mirror, MirrorConfig, NodeInfo
 from cairn.mirror.source import ChainSource
 from cairn.node.health import Health, HealthPolicy, HealthSources
 from cairn.node.heap import settle_after_start
-from cairn.node.metrics import MemoryCollector, NodeCollector, metrics_handler, new_registry
+from cairn.node.metrics import (
+    BlockMetrics,
+    MemoryCollector,
+    MetricsServer,
+    NodeCollector,
+    RpcLatency,
+    Watched,
+    WatchedBalances,
+    metrics_handler,
+    new_registry,
+)
 from cairn.node.p2p_wiring import P2PLink
 from cairn.p2p.api import P2PConfig
 from cairn.rpc.admin import AdminNamespace
@@ -77,6 +87,9 @@ class NodeSettings:
     health_min_peers: int | None = None
     health_max_blocks_behind: int = 2
     memory: MemoryBudget = field(default_factory=MemoryBudget)  # --cache, --txpool.max-bytes
+    metrics_addr: str | None = None  # --metrics.addr: a separate /metrics listener
+    metrics_port: int = 6060
+    watch: tuple[Watched, ...] = ()  # --metrics.watch
 
 
 def _not_syncing() -> SyncStatus:
@@ -156,7 +169,9 @@ class Node:
         self.mirror = self._mirror()
         admin = [AdminNamespace(self.p2p.service, self.chain, CLIENT_VERSION)] if self.p2p else []
         self.methods = RpcMethods(self.backend, CairnNamespace(self.chain, self.engine), *admin)
-        self.dispatcher = Dispatcher(self.methods.table, rpc.batch_limit)
+        self.dispatcher = Dispatcher(
+            self.methods.table, rpc.batch_limit, observe=RpcLatency(self.metrics).observe
+        )
         self.health = Health(
             HealthSources(
                 chain=self.chain,
@@ -188,6 +203,25 @@ class Node:
         if self.engine is not None:
             self.metrics.register(BftCollector(self.engine))
         self.metrics.register(MemoryCollector(self))
+        self._metrics_wiring(settings)
+
+    def _metrics_wiring(self, settings: NodeSettings) -> None:
+        """Block figures from the chain's events, watched balances, the separate listener."""
+        head = self.chain.head
+        blocks = BlockMetrics(self.metrics, (head.block_number, head.timestamp))
+        self.events.subscribe(blocks.on_commit)
+        self.events.subscribe_rewound(blocks.on_rewind)
+        watched = list(settings.watch)
+        key = settings.producer_key
+        if key is not None and (self.producer is not None or self.engine is not None):
+            label = "validator" if self.engine is not None else "producer"
+            watched.append(Watched(Address(key.public_key.to_canonical_address()), label))
+        self.metrics.register(WatchedBalances(self.chain.head_view, tuple(watched)))
+        self.metrics_server = (
+            MetricsServer(self.metrics, settings.metrics_addr, settings.metrics_port)
+            if settings.metrics_addr
+            else None
+        )
 
     def _producer(self) -> tuple[DevChain | None, Sequencer | None]:
         """This node's block producer, if it holds a producer key of a sequencer chain."""
@@ -398,6 +432,8 @@ class Node:
             self.mirror.start()
         self.methods.start()
         self.health.loop.start()
+        if self.metrics_server is not None:
+            await self.metrics_server.start()
         try:
             await self.rpc.start()
         except OSError as exc:
@@ -426,6 +462,8 @@ class Node:
         self._stopped = True
         log.info("shutting down: stopping RPC intake")
         await self.rpc.stop()
+        if self.metrics_server is not None:
+            await self.metrics_server.stop()
         await self.health.loop.stop()
         await self.methods.stop()
         if self.p2p is not None:
