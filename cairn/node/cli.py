@@ -1,4 +1,5 @@
-"""The `cairn` command: dev, run, init, account, db."""
+"""The `cairn` command: dev, run, init, account, db (version, dumpgenesis and account import
+in cli_tools)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from cairn.genesis.model import Genesis
 from cairn.genesis.parse import genesis_to_json, load_genesis
 from cairn.memory import MemoryBudget
 from cairn.mirror.service import has_password, redact
-from cairn.node import cli_mirror, cli_testnet
+from cairn.node import cli_mirror, cli_testnet, cli_tools
 from cairn.node.config import add_options, resolve
 from cairn.node.keys import find_keystore, load_keystore, read_password, save_keystore
 from cairn.node.logs import setup_logging
@@ -440,6 +441,7 @@ def build_parser() -> argparse.ArgumentParser:
     reset.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     reset.set_defaults(func=cmd_db_reset)
 
+    cli_tools.add_commands(sub, account_sub)
     cli_testnet.add_commands(sub)
     cli_mirror.add_commands(sub)
     return parser
