@@ -1,8 +1,10 @@
 """Small `cairn` commands beside the node: `version`, `dumpgenesis` (geth's: the genesis JSON
-of a datadir, or of a new dev chain) and `account import` (a private-key file or another
-keystore, written as a keystore v3 file under `<datadir>/keystore`).
+of a datadir, or of a new dev chain), `account import` (a private-key file or another
+keystore, written as a keystore v3 file under `<datadir>/keystore`) and `backup` (asks the
+running node, or copies a stopped node's datadir: cairn/node/backup.py).
 
-Reads files and writes only the keystore file it creates; never opens LevelDB.
+Writes only the keystore file or backup directory it creates; opens LevelDB (read-only use)
+only to back up a datadir no node runs on.
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ from cairn.execution.forks import fork_named
 from cairn.execution.genesis import genesis_block
 from cairn.genesis.dev import dev_genesis
 from cairn.genesis.parse import genesis_to_json, load_genesis
+from cairn.node.backup import ask_node, validate_target, write_backup
 from cairn.node.keys import checksum, read_password, save_keystore
+from cairn.storage.store import ChainStore
 
 GENESIS_FILE = "genesis.json"
 _LIBRARIES = ("py-evm", "plyvel", "aiohttp", "libp2p", "asyncpg", "eth-account")
@@ -129,8 +133,36 @@ def cmd_account_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_backup(args: argparse.Namespace) -> int:
+    """A consistent copy of a datadir: through its running node, else directly."""
+    datadir = Path(args.datadir).expanduser().absolute()
+    out = validate_target(datadir, Path(args.out))
+    answer = ask_node(datadir, {"command": "backup", "out": str(out)}, timeout=args.timeout)
+    if answer is None:
+        chaindata = datadir / "chaindata"
+        if not chaindata.is_dir():
+            raise ConfigError(f"{datadir} holds no chain (no chaindata/)")
+        store = ChainStore(chaindata)  # fails clearly if a node without control socket runs
+        try:
+            summary = write_backup(store, datadir, out)
+        finally:
+            store.close()
+        how = "copied (no node running)"
+    elif not answer.get("ok"):
+        raise ConfigError(f"the node refused the backup: {answer.get('error')}")
+    else:
+        summary = answer
+        how = "taken by the running node"
+    print(
+        f"backup of block #{summary['blockNumber']} {summary['blockHash']} {how} "
+        f"in {summary['seconds']} s: {out}"
+    )
+    print(f"restore: stop the node, move {out} into place as its --datadir, start it")
+    return 0
+
+
 def add_commands(sub: Any, account_sub: Any) -> None:
-    """Register `version`, `dumpgenesis` and `account import` on the parsers of cli.py."""
+    """Register `version`, `dumpgenesis`, `backup` and `account import` on cli.py's parsers."""
     version = sub.add_parser("version", help="print version numbers")
     version.set_defaults(func=cmd_version)
 
@@ -139,6 +171,16 @@ def add_commands(sub: Any, account_sub: Any) -> None:
     )
     dump.add_argument("--datadir", default=None)
     dump.set_defaults(func=cmd_dumpgenesis)
+
+    backup = sub.add_parser(
+        "backup", help="copy a datadir consistently, from its running node or while stopped"
+    )
+    backup.add_argument("--datadir", required=True)
+    backup.add_argument("--out", required=True, help="new (or empty) directory to write")
+    backup.add_argument(
+        "--timeout", type=float, default=3600.0, help="seconds to wait for the node's answer"
+    )
+    backup.set_defaults(func=cmd_backup)
 
     imported = account_sub.add_parser(
         "import", help="import a private key (hex file) or a keystore into <datadir>/keystore"

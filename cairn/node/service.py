@@ -37,6 +37,7 @@ from cairn.memory import Footprint, MemoryBudget
 from cairn.mirror.metrics import MirrorCollector
 from cairn.mirror.service import Mirror, MirrorConfig, NodeInfo
 from cairn.mirror.source import ChainSource
+from cairn.node.backup import ControlServer, NodeBackups
 from cairn.node.health import Health, HealthPolicy, HealthSources
 from cairn.node.heap import settle_after_start
 from cairn.node.metrics import (
@@ -204,6 +205,8 @@ class Node:
             self.metrics.register(BftCollector(self.engine))
         self.metrics.register(MemoryCollector(self))
         self._metrics_wiring(settings)
+        self.backups = NodeBackups(self.store, settings.datadir)
+        self.control = ControlServer(settings.datadir, {"backup": self.backups.backup})
 
     def _metrics_wiring(self, settings: NodeSettings) -> None:
         """Block figures from the chain's events, watched balances, the separate listener."""
@@ -434,6 +437,7 @@ class Node:
         self.health.loop.start()
         if self.metrics_server is not None:
             await self.metrics_server.start()
+        await self.control.start()
         try:
             await self.rpc.start()
         except OSError as exc:
@@ -464,6 +468,7 @@ class Node:
         await self.rpc.stop()
         if self.metrics_server is not None:
             await self.metrics_server.stop()
+        await self.control.stop()
         await self.health.loop.stop()
         await self.methods.stop()
         if self.p2p is not None:
@@ -481,6 +486,7 @@ class Node:
             task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.gather(*self._background, return_exceptions=True)
+        await self.backups.wait_idle()  # a backup being written finishes before the store closes
         self.writer.shutdown(wait=True)  # an import in flight finishes and commits first
         self.reads.shutdown(wait=True)
         self.call_thread.shutdown(wait=True)

@@ -443,14 +443,23 @@ class ChainStore:
             for key, value in it:
                 yield schema.decode_number(key[1:]), value
 
-    def snapshot_to(self, target: Path) -> None:
-        """Copy a consistent snapshot of every key into a new LevelDB at `target`."""
+    def snapshot_to(self, target: Path) -> Head:
+        """Copy a consistent snapshot of every key into a new LevelDB at `target` (a chain
+        directory the node opens as this one, identity marker included); the snapshot's head.
+        Writes into this store continue meanwhile: the copy holds whole blocks only."""
         if target.exists() and any(target.iterdir()):
             raise DatadirError(f"backup target {target} is not empty")
         snap = self._db.snapshot()
+        raw_head = snap.get(schema.HEAD_KEY)
+        if raw_head is None:
+            snap.close()
+            raise DatadirError(f"{self.path} holds no chain yet: nothing to back up")
+        number, block_hash = schema.decode_head(raw_head)
+        target.mkdir(parents=True, exist_ok=True)
+        _write_durably(target / IDENTITY_FILE, (self.path / IDENTITY_FILE).read_bytes())
         out = plyvel.DB(str(target), create_if_missing=True, error_if_exists=True)
         try:
-            batch = out.write_batch()
+            batch = out.write_batch(sync=True)
             pending = 0
             with snap.iterator() as it:
                 for key, value in it:
@@ -458,12 +467,13 @@ class ChainStore:
                     pending += 1
                     if pending >= 10_000:
                         batch.write()
-                        batch = out.write_batch()
+                        batch = out.write_batch(sync=True)
                         pending = 0
             batch.write()
         finally:
             snap.close()
             out.close()
+        return Head(number, block_hash)
 
 
 def _write_durably(path: Path, data: bytes) -> None:
