@@ -27,6 +27,7 @@ from cairn.memory import MemoryBudget
 from cairn.mirror.service import has_password, redact
 from cairn.node import cli_mirror, cli_testnet, cli_tools
 from cairn.node.config import add_options, resolve
+from cairn.node.faucet.service import FaucetConfig, parse_amount
 from cairn.node.keys import find_keystore, load_keystore, read_password, save_keystore
 from cairn.node.logs import setup_logging
 from cairn.node.metrics import parse_watch
@@ -327,7 +328,27 @@ def _settings(
         metrics_addr=opts["metrics_addr"],
         metrics_port=opts["metrics_port"],
         watch=parse_watch(opts["metrics_watch"]),
+        faucet=_faucet_config(opts),
         **extra,
+    )
+
+
+def _faucet_config(opts: dict[str, Any]) -> FaucetConfig | None:
+    """--faucet and its options; the key is unlocked here so a wrong password stops the start."""
+    keystore, password = opts["faucet_keystore"], opts["faucet_password"]
+    if not opts["faucet"]:
+        if keystore is not None:
+            raise ConfigError("--faucet.keystore given without --faucet: add --faucet to serve it")
+        return None
+    if keystore is None or password is None:
+        raise ConfigError("--faucet needs --faucet.keystore FILE and --faucet.password FILE")
+    cooldown = _seconds(opts["faucet_cooldown"], "--faucet.cooldown")
+    return FaucetConfig(
+        key=load_keystore(Path(keystore).expanduser(), Path(password).expanduser()),
+        amount=parse_amount(opts["faucet_amount"]),
+        cooldown=cooldown,
+        addr=opts["faucet_addr"],
+        port=opts["faucet_port"],
     )
 
 

@@ -38,6 +38,12 @@ from cairn.mirror.metrics import MirrorCollector
 from cairn.mirror.service import Mirror, MirrorConfig, NodeInfo
 from cairn.mirror.source import ChainSource
 from cairn.node.backup import ControlServer, NodeBackups
+from cairn.node.faucet.service import (
+    Faucet,
+    FaucetCollector,
+    FaucetConfig,
+    FaucetServer,
+)
 from cairn.node.health import Health, HealthPolicy, HealthSources
 from cairn.node.heap import settle_after_start
 from cairn.node.metrics import (
@@ -60,6 +66,7 @@ from cairn.rpc.dispatch import Dispatcher
 from cairn.rpc.logs import LogIndex
 from cairn.rpc.methods import RpcMethods
 from cairn.rpc.server import RpcServer
+from cairn.txpool.intake import Intake
 from cairn.txpool.pool import PoolLimits, TxPool
 from cairn.txpool.recovery import SenderRecovery
 
@@ -91,6 +98,7 @@ class NodeSettings:
     metrics_addr: str | None = None  # --metrics.addr: a separate /metrics listener
     metrics_port: int = 6060
     watch: tuple[Watched, ...] = ()  # --metrics.watch
+    faucet: FaucetConfig | None = None  # --faucet
 
 
 def _not_syncing() -> SyncStatus:
@@ -204,6 +212,7 @@ class Node:
         if self.engine is not None:
             self.metrics.register(BftCollector(self.engine))
         self.metrics.register(MemoryCollector(self))
+        self.faucet = self._faucet(settings)
         self._metrics_wiring(settings)
         self.backups = NodeBackups(self.store, settings.datadir)
         self.control = ControlServer(settings.datadir, {"backup": self.backups.backup})
@@ -219,12 +228,29 @@ class Node:
         if key is not None and (self.producer is not None or self.engine is not None):
             label = "validator" if self.engine is not None else "producer"
             watched.append(Watched(Address(key.public_key.to_canonical_address()), label))
+        if settings.faucet is not None:
+            watched.append(Watched(settings.faucet.address, "faucet"))
         self.metrics.register(WatchedBalances(self.chain.head_view, tuple(watched)))
         self.metrics_server = (
             MetricsServer(self.metrics, settings.metrics_addr, settings.metrics_port)
             if settings.metrics_addr
             else None
         )
+
+    def _faucet(self, settings: NodeSettings) -> FaucetServer | None:
+        """--faucet: its transactions enter the pool as eth_sendRawTransaction's do."""
+        if settings.faucet is None:
+            return None
+        faucet = Faucet(
+            settings.faucet,
+            self.chain.chain_id,
+            self.chain.head_view,
+            self.pool,
+            Intake(self.pool, self.recovery),
+            self.store,
+        )
+        self.metrics.register(FaucetCollector(faucet))
+        return FaucetServer(faucet, self.rpc.clients)
 
     def _producer(self) -> tuple[DevChain | None, Sequencer | None]:
         """This node's block producer, if it holds a producer key of a sequencer chain."""
@@ -438,6 +464,8 @@ class Node:
         if self.metrics_server is not None:
             await self.metrics_server.start()
         await self.control.start()
+        if self.faucet is not None:
+            await self.faucet.start()
         try:
             await self.rpc.start()
         except OSError as exc:
@@ -469,6 +497,8 @@ class Node:
         if self.metrics_server is not None:
             await self.metrics_server.stop()
         await self.control.stop()
+        if self.faucet is not None:
+            await self.faucet.stop()
         await self.health.loop.stop()
         await self.methods.stop()
         if self.p2p is not None:

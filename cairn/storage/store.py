@@ -362,6 +362,33 @@ class ChainStore:
                     break
         return found
 
+    # ---------------------------------------------------------------- faucet
+    def save_faucet_drip(self, address: bytes, packed_ip: bytes, at: int) -> None:
+        """Record a drip to `address` asked from `packed_ip` at `at` (seconds), synced."""
+        stamp = schema.encode_number(at)
+        with self._write_lock, self._db.write_batch(transaction=True, sync=True) as batch:
+            batch.put(schema.faucet_address_key(address), stamp)
+            batch.put(schema.faucet_ip_key(packed_ip), stamp)
+
+    def load_faucet_drips(self, address: bytes, packed_ip: bytes) -> tuple[int | None, int | None]:
+        """When `address` and `packed_ip` last got a drip (seconds), None for never."""
+        by_address = self._db.get(schema.faucet_address_key(address))
+        by_ip = self._db.get(schema.faucet_ip_key(packed_ip))
+        return (
+            schema.decode_number(by_address) if by_address is not None else None,
+            schema.decode_number(by_ip) if by_ip is not None else None,
+        )
+
+    def prune_faucet_drips(self, before: int) -> int:
+        """Forget drips older than `before` (their cooldown is over); how many were dropped."""
+        with self._db.iterator(prefix=schema.FAUCET_PREFIX) as it:
+            old = [key for key, value in it if schema.decode_number(value) < before]
+        if old:
+            with self._write_lock, self._db.write_batch(transaction=True, sync=True) as batch:
+                for key in old:
+                    batch.delete(key)
+        return len(old)
+
     # ---------------------------------------------------------------- txpool journal
     def save_journal(self, entries: Iterable[tuple[bytes, bytes]]) -> None:
         """Durably record accepted raw transactions (fsync before returning)."""
