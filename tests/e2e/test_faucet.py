@@ -21,6 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from cairn.node.keys import save_keystore
 from tests.support.chain import transfer
+from tests.support.net import LocalNet, wait_receipt
 from tests.support.proc import NodeProcess, free_port
 from tests.support.wait import wait_until
 
@@ -225,3 +226,46 @@ def test_faucet_drips_refuses_and_remembers(tmp_path: Path) -> None:
     finally:
         node.stop()
         shutil.rmtree(tmp_path / "chromium-profile", ignore_errors=True)
+
+
+def test_faucet_on_full_node_and_metrics_listener(tmp_path: Path) -> None:
+    """A full node's faucet hands its drip to the pool, which passes it to the sequencer over
+    p2p; the full node serves run's default namespaces, so /metrics on its RPC port is closed
+    while the --metrics.addr listener serves it without a token."""
+    key = PrivateKey(os.urandom(32))
+    faucet = to_checksum_address(key.public_key.to_canonical_address())
+    (tmp_path / "pw").write_text("faucet password\n")
+    keystore = save_keystore(tmp_path / "keys", key, "faucet password")
+    faucet_port, metrics_port = free_port(), free_port()
+    user = to_checksum_address(os.urandom(20))
+    with LocalNet(tmp_path) as net:
+        sequencer = net.start_sequencer()
+        sequencer.call(
+            "eth_sendRawTransaction", "0x" + transfer(0, 0, to=faucet, value=2 * ETH).hex()
+        )
+        wait_until(lambda: balance(sequencer, faucet) > 0, timeout=30, message="faucet funded")
+        full = net.start_fullnode(
+            "full",
+            "--http.api", "eth,net,web3",
+            "--faucet", "--faucet.port", str(faucet_port), "--faucet.keystore", str(keystore),
+            "--faucet.password", str(tmp_path / "pw"),
+            "--metrics.addr", "127.0.0.1", "--metrics.port", str(metrics_port),
+        )  # fmt: skip
+        wait_until(lambda: balance(full, faucet) > 0, timeout=60, message="full node synced")
+        status, body = ask(f"http://127.0.0.1:{faucet_port}", user)
+        assert status == 200, body
+        receipt = wait_receipt(sequencer, body["txHash"])
+        assert receipt["status"] == "0x1"
+        wait_until(lambda: balance(full, user) == ETH, timeout=60, message="drip on the full node")
+
+        with pytest.raises(urllib.error.HTTPError) as closed:
+            urllib.request.urlopen(full.url + "/metrics", timeout=10)
+        assert closed.value.code == 403
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{metrics_port}/metrics", timeout=10
+        ) as answer:
+            families = {f.name: f for f in text_string_to_metric_families(answer.read().decode())}
+        drips = families["cairn_faucet_drips"].samples
+        assert [s.value for s in drips if s.name == "cairn_faucet_drips_total"] == [1]
+        watched = {s.labels["label"] for s in families["cairn_watched_balance_wei"].samples}
+        assert watched == {"faucet"}  # a full node has no producer key
