@@ -308,6 +308,12 @@ def load_toml(path: Path) -> dict[str, Any]:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
     flat = _flatten(data)
+    # A switch whose name is also a table of options (`faucet` and `[faucet] port = ...`)
+    # is written `enabled = true` in that table; TOML cannot hold both.
+    for key in [k for k in flat if k.endswith("_enabled")]:
+        switch = key.removesuffix("_enabled")
+        if switch in _BY_DEST and _BY_DEST[switch].kind is bool and key not in _BY_DEST:
+            flat[switch] = flat.pop(key)
     unknown = sorted(set(flat) - set(_BY_DEST))
     if unknown:
         raise ConfigError(f"config file {path}: unknown keys {', '.join(unknown)}")
