@@ -167,7 +167,7 @@ class NodeBackups:
 def ask_node(datadir: Path, request: dict[str, Any], timeout: float) -> dict[str, Any] | None:
     """Send `request` to the node running on `datadir`; None when no node answers there."""
     path = control_path(datadir)
-    if not path.exists():
+    if not path.exists() or len(str(path).encode()) > _MAX_SOCKET_PATH:
         return None
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
@@ -175,12 +175,24 @@ def ask_node(datadir: Path, request: dict[str, Any], timeout: float) -> dict[str
             sock.connect(str(path))
         except (ConnectionRefusedError, FileNotFoundError):
             return None  # a socket file left by a node that was killed
-        sock.sendall(json.dumps(request).encode() + b"\n")
-        data = b""
-        while not data.endswith(b"\n"):
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    answer: dict[str, Any] = json.loads(data)
+        try:
+            sock.sendall(json.dumps(request).encode() + b"\n")
+            data = b""
+            while not data.endswith(b"\n"):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        except TimeoutError:
+            raise DatadirError(
+                f"the node on {datadir} did not answer within {timeout:.0f} s "
+                "(--timeout); it may still be writing the backup"
+            ) from None
+    try:
+        answer: dict[str, Any] = json.loads(data)
+    except ValueError:
+        raise DatadirError(
+            f"the node on {datadir} closed the control socket without an answer "
+            "(did it stop?); nothing can be assumed about the backup"
+        ) from None
     return answer
