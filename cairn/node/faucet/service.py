@@ -39,6 +39,15 @@ WEI_PER_ETH = 10**18
 GAS = 21_000
 TIP = 10**9  # 1 gwei, as eth_maxPriorityFeePerGas suggests
 MAX_BODY = 4096
+REFUSAL_REASONS = (
+    "invalid_address",
+    "bad_request",
+    "no_client_ip",
+    "cooldown_address",
+    "cooldown_ip",
+    "empty",
+    "rejected",
+)
 
 
 def parse_amount(text: str) -> int:
@@ -209,8 +218,10 @@ class Faucet:
             raw = self._sign(address)
             result = await self._intake.submit(raw)
             if result.error is not None:
-                raise Refused(503, "rejected", f"the node refused the faucet's transaction: "
-                              f"{result.error.reason}")  # fmt: skip
+                reason = result.error.reason
+                raise Refused(
+                    503, "rejected", f"the node refused the faucet's transaction: {reason}"
+                )
             await asyncio.to_thread(self._store.save_faucet_drip, address, ip, int(now))
         self.drips += 1
         assert result.tx_hash is not None
@@ -276,8 +287,7 @@ class FaucetCollector(Collector):
         refused = CounterMetricFamily(
             "cairn_faucet_refusals", "requests the faucet refused, by reason", labels=["reason"]
         )
-        for reason in ("invalid_address", "no_client_ip", "cooldown_address", "cooldown_ip",
-                       "empty", "rejected", "bad_request"):  # fmt: skip
+        for reason in REFUSAL_REASONS:
             refused.add_metric([reason], self._faucet.refusals[reason])
         yield refused
 
