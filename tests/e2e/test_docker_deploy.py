@@ -1,8 +1,8 @@
 """What `cairn testnet init` writes beside the compose network, checked without a cluster or
-a registry: the Grafana dashboard and alert rules only name metrics a live node exports (or
-the few announced ones), the Kubernetes manifests hang together (ports, probes, claims, the
-Secret and ConfigMap they reference, a keystore the password opens), and `compose config`
-accepts the explorer profile with Blockscout pointed at the RPC node."""
+a registry: the Grafana dashboard and alert rules only name metrics a live node exports, the
+Kubernetes manifests hang together (ports, probes, claims, the Secret and ConfigMap they
+reference, a keystore the password opens), and `compose config` accepts the explorer profile
+with Blockscout pointed at the RPC node."""
 
 from __future__ import annotations
 
@@ -30,12 +30,6 @@ from tests.support.proc import REPO, NodeProcess, run_cli
 
 pytestmark = pytest.mark.e2e
 
-# announced in the rules and dashboard, exported by a later node version (docs/docker.md)
-ANNOUNCED = {
-    "cairn_watched_balance_wei",
-    "cairn_block_interval_seconds",
-    "cairn_rpc_request_duration_seconds",
-}
 DASHBOARD = REPO / "deploy" / "grafana" / "dashboards" / "cairn.json"
 METRIC = re.compile(r"\b((?:cairn|process)_[a-z0-9_]+|up)\b(?!\s*\()")
 
@@ -82,7 +76,7 @@ def _metric_names(expr: str) -> set[str]:
 
 
 def _known(name: str, exported: set[str]) -> bool:
-    return name == "up" or name in exported or name in ANNOUNCED
+    return name == "up" or name in exported
 
 
 def test_dashboard_panels_query_real_metrics(exported: set[str]) -> None:
