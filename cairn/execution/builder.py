@@ -16,6 +16,7 @@ from eth.abc import (
     ComputationAPI,
     ReceiptAPI,
     SignedTransactionAPI,
+    WithdrawalAPI,
 )
 from eth.chains.base import ChainContext
 from eth.consensus.context import ConsensusContext
@@ -117,6 +118,7 @@ class BlockResult:
             senders=tuple(bytes(s) for s in self.senders),
             receipts=tuple(r.encode() for r in self.receipts),
             commit=commit,
+            withdrawals=tuple(w.encode() for w in getattr(self.block, "withdrawals", ())),
             state_writes=self.state_writes,
             touched=tuple(bytes(a) for a in self.touched),
             dev_extras=self.dev_extras.encode() if self.dev_extras else b"",
@@ -176,7 +178,13 @@ class BlockExecutor:
             txs = with_impersonation(
                 claimed.block_number, claimed.hash, block.transactions, extras.impersonated
             )
-            result = self._execute(template, txs, strict=True, overrides=extras.overrides)
+            result = self._execute(
+                template,
+                txs,
+                strict=True,
+                overrides=extras.overrides,
+                withdrawals=tuple(getattr(block, "withdrawals", ())),
+            )
         except ValidationError as exc:
             raise InvalidBlock(claimed.block_number, claimed.hash, str(exc)) from exc
         computed = result.header
@@ -204,6 +212,7 @@ class BlockExecutor:
         *,
         strict: bool,
         overrides: tuple[AccountOverride, ...] = (),
+        withdrawals: tuple[WithdrawalAPI, ...] = (),
     ) -> BlockResult:
         overlay = StateOverlay(self.reader.store.state_db())
         chaindb = self.reader.evm_chaindb(overlay)
@@ -265,8 +274,10 @@ class BlockExecutor:
             computations.append(computation)
             senders.append(sender)
 
+        if withdrawals:  # Cairn producers make none; blocks of other clients carry them
+            vm.apply_all_withdrawals(withdrawals)
         filled = vm.set_block_transactions_and_withdrawals(
-            vm.get_block(), header, applied, receipts, withdrawals=()
+            vm.get_block(), header, applied, receipts, withdrawals=withdrawals
         )
         mined, witness = vm.mine_block(vm.block_postprocessing(filled))
         return BlockResult(

@@ -1,4 +1,4 @@
-"""The `cairn` command: dev, run, init, account, db."""
+"""The `cairn` command: dev, run, init, account, db (export/import in cli_data)."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from cairn.genesis.model import Genesis
 from cairn.genesis.parse import genesis_to_json, load_genesis
 from cairn.memory import MemoryBudget
 from cairn.mirror.service import has_password, redact
-from cairn.node import cli_mirror, cli_testnet
+from cairn.node import cli_data, cli_mirror, cli_testnet
 from cairn.node.config import add_options, resolve
 from cairn.node.keys import find_keystore, load_keystore, read_password, save_keystore
 from cairn.node.logs import setup_logging
@@ -437,6 +437,7 @@ def build_parser() -> argparse.ArgumentParser:
     reset.set_defaults(func=cmd_db_reset)
 
     cli_testnet.add_commands(sub)
+    cli_data.add_commands(sub)
     cli_mirror.add_commands(sub)
     return parser
 
