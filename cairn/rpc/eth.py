@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import string
 from typing import Any, TypeVar
 
 from eth.abc import BlockHeaderAPI, StateAPI
@@ -19,6 +20,7 @@ from cairn.rpc.dispatch import rpc_method
 from cairn.rpc.errors import LIMIT_EXCEEDED, SERVER_ERROR, RpcError, invalid_params
 from cairn.rpc.format import (
     TxContext,
+    blob_base_fee,
     format_block,
     format_receipt,
     format_transaction,
@@ -141,7 +143,7 @@ class EthNamespace:
 
     @rpc_method("eth_blobBaseFee")
     async def blob_base_fee(self) -> str:
-        return "0x1"
+        return q(blob_base_fee(self.chain.head))
 
     @rpc_method("eth_feeHistory")
     async def fee_history(
@@ -217,10 +219,7 @@ class EthNamespace:
     @rpc_method("eth_getStorageAt")
     async def get_storage_at(self, address: Any, slot: Any, block: Any = None) -> str:
         who = params.address(address, 0)
-        if isinstance(slot, str) and slot.startswith("0x") and len(slot) == 66:
-            index = int.from_bytes(params.hash32(slot, 1), "big")
-        else:
-            index = params.quantity(slot, 1)
+        index = _storage_key(slot)
         value = self._state(params.block_ref(block, 2, default="latest")).get_storage(who, index)
         return "0x" + value.to_bytes(32, "big").hex()
 
@@ -417,3 +416,20 @@ def _rewards(stored: StoredBlock, base_fee: int, percentiles: list[float]) -> li
                 break
         rewards.append(chosen)
     return rewards
+
+
+def _storage_key(slot: Any) -> int:
+    """A storage slot as geth decodes it: hex of at most 32 bytes, with geth's errors (-32000
+    "unable to decode storage key: ...", which clients match)."""
+    if not isinstance(slot, str):
+        raise invalid_params("invalid argument 1: storage key must be a hex string")
+    text = slot[2:] if slot[:2] in ("0x", "0X") else None
+    if text is None:
+        raise RpcError(SERVER_ERROR, "unable to decode storage key: hex string without 0x prefix")
+    if len(text) > 64:
+        raise RpcError(
+            SERVER_ERROR, "unable to decode storage key: hex string too long, want at most 32 bytes"
+        )
+    if not all(c in string.hexdigits for c in text):
+        raise RpcError(SERVER_ERROR, "unable to decode storage key: hex string invalid")
+    return int(text or "0", 16)
