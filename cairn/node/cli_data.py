@@ -131,8 +131,9 @@ def iterate_rlp_items(stream: BufferedIOBase, where: str) -> Iterator[bytes]:
 class _Progress:
     """One line to stderr every PROGRESS_EVERY seconds: blocks, blocks/s and the ETA."""
 
-    def __init__(self, verb: str, total: int | None) -> None:
+    def __init__(self, verb: str, total: int | None, every: float = PROGRESS_EVERY) -> None:
         self.verb = verb
+        self.every = every
         self.total = total
         self.started = time.monotonic()
         self._last = self.started
@@ -141,7 +142,7 @@ class _Progress:
     def step(self, number: int, fraction: float | None = None) -> None:
         self.done += 1
         now = time.monotonic()
-        if now - self._last < PROGRESS_EVERY:
+        if now - self._last < self.every:
             return
         self._last = now
         elapsed = now - self.started
@@ -207,17 +208,17 @@ def cmd_export(args: argparse.Namespace) -> int:
         if last > head:
             raise ConfigError(f"block #{last} is past the head #{head}")
         out = Path(args.file)
-        written = _export(chain, out, first, last)
+        written = _export(chain, out, first, last, args.progress_interval)
     finally:
         chain.store.close()
     print(f"exported blocks #{first}..#{last} to {out} and {commits_path(out)} {written}")
     return 0
 
 
-def _export(chain: Chain, out: Path, first: int, last: int) -> str:
+def _export(chain: Chain, out: Path, first: int, last: int, every: float) -> str:
     side = commits_path(out)
     tmp_blocks, tmp_commits = (p.with_name(p.name + ".tmp") for p in (out, side))
-    progress = _Progress("exported", last - first + 1)
+    progress = _Progress("exported", last - first + 1, every)
     with _open_write(tmp_blocks) as blocks, _open_write(tmp_commits) as commits:
         commits.write(
             rlp.encode([COMMITS_MAGIC, COMMITS_VERSION, chain.chain_id, chain.genesis_hash])
@@ -333,6 +334,7 @@ async def import_file(
     *,
     trusted: bool,
     tally: ImportTally,
+    progress_every: float = PROGRESS_EVERY,
 ) -> None:
     """Apply every block of `path` in order through `applier` (see the module docstring)."""
     chain = applier.chain
@@ -348,7 +350,7 @@ async def import_file(
     raw_file = path.open("rb")
     size = path.stat().st_size or 1  # noqa: ASYNC240
     stream: BufferedIOBase = gzip.GzipFile(fileobj=raw_file) if path.suffix == ".gz" else raw_file
-    progress = _Progress("imported", None)
+    progress = _Progress("imported", None, progress_every)
     try:
         for raw in iterate_rlp_items(stream, str(path)):
             block = decode_block(chain.fork, raw, f"{path} item {progress.done}")
@@ -398,7 +400,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     tally = ImportTally()
     started = time.monotonic()
     try:
-        asyncio.run(_import_all(chain, files, trusted, tally))
+        asyncio.run(_import_all(chain, files, trusted, tally, args.progress_interval))
     except (InvalidBlock, InvalidCommit) as exc:
         head = chain.store.head
         raise ChainFileError(
@@ -418,13 +420,15 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _import_all(chain: Chain, files: list[Path], trusted: bool, tally: ImportTally) -> None:
+async def _import_all(
+    chain: Chain, files: list[Path], trusted: bool, tally: ImportTally, every: float
+) -> None:
     writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cairn-import")
     try:
         pool = TxPool(chain.fork, chain.chain_id, chain.head_view, chain.store)
         applier = BlockApplier(chain, pool, ChainEvents(), writer)
         for path in files:
-            await import_file(applier, path, trusted=trusted, tally=tally)
+            await import_file(applier, path, trusted=trusted, tally=tally, progress_every=every)
     finally:
         writer.shutdown(wait=True)
 
@@ -444,6 +448,7 @@ def add_commands(sub: Any) -> None:
     export.add_argument("file", help="output file; FILE.commits gets the commits")
     export.add_argument("first", nargs="?", type=int, default=None, help="first block (0)")
     export.add_argument("last", nargs="?", type=int, default=None, help="last block (head)")
+    _progress_option(export)
     export.set_defaults(func=cmd_export)
 
     imp = sub.add_parser(
@@ -461,4 +466,16 @@ def add_commands(sub: Any) -> None:
         help="accept blocks without commits (executed and checked, stored as trusted)",
     )
     imp.add_argument("files", nargs="+", metavar="file", help="block files, imported in order")
+    _progress_option(imp)
     imp.set_defaults(func=cmd_import)
+
+
+def _progress_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--progress.interval",
+        dest="progress_interval",
+        type=float,
+        default=PROGRESS_EVERY,
+        metavar="SECONDS",
+        help=f"seconds between progress lines on stderr ({PROGRESS_EVERY:g})",
+    )
