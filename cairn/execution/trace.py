@@ -1,8 +1,9 @@
 """Tracing: committed transactions and calls re-executed by py-evm with instruments attached.
 
-py-evm has no tracer API, so this module re-runs a block on its parent's archived state with a
-computation class of its own: a few opcodes are wrapped to tag each child frame with the
-opcode that made it (CALL, STATICCALL, CREATE2 ...), logs remember their position among the
+py-evm has no tracer API, so this module replays a block with `BlockExecutor.replay` (the one
+execution function that built and imported it, every root checked) on its parent's archived
+state, with a computation class of its own: a few opcodes are wrapped to tag each child frame
+with the opcode that made it (CALL, STATICCALL, CREATE2 ...), logs remember their position among the
 frame's calls, and, when a struct log or an access list is wanted, the opcode loop itself is
 replaced by an instrumented copy of py-evm's `BaseComputation.apply_computation`.
 
@@ -33,7 +34,6 @@ from eth.abc import (
     TransactionContextAPI,
 )
 from eth.chains.base import ChainContext
-from eth.consensus.context import ConsensusContext
 from eth.exceptions import (
     FullStack,
     Halt,
@@ -53,7 +53,8 @@ from eth.vm.stack import Stack
 from eth.vm.state import BaseState
 from eth_typing import Address
 
-from cairn.errors import ExecutionFailed, ExecutionTimeout, NotFound
+from cairn.errors import ExecutionFailed, ExecutionTimeout, InvalidBlock, NotFound
+from cairn.execution.builder import BlockExecutor
 from cairn.execution.call import (
     CallParams,
     CallRunner,
@@ -62,7 +63,7 @@ from cairn.execution.call import (
     execution_deadline,
     unpack_revert_reason,
 )
-from cairn.execution.evmdb import StateOverlay
+from cairn.execution.devstate import NO_EXTRAS, DevExtras
 from cairn.execution.reader import ChainReader
 from cairn.execution.vmerrors import geth_vm_error
 
@@ -81,15 +82,6 @@ _CREATES = frozenset({0xF0, 0xF5})
 _TOUCH_TOP_ADDRESS = frozenset({0x31, 0x3B, 0x3C, 0x3F, 0xFF})
 _TOUCH_CALL_ADDRESS = frozenset({0xF1, 0xF2, 0xF4, 0xFA})
 _ADDRESS_MASK = (1 << 160) - 1
-# Header fields that were chosen by the block's producer; the replay takes them as they are.
-_PRODUCER_FIELDS = (
-    "timestamp",
-    "coinbase",
-    "gas_limit",
-    "extra_data",
-    "mix_hash",
-    "parent_beacon_block_root",
-)
 _DEADLINE_EVERY = 2048  # opcode steps between two clock reads
 # Estimated JSON bytes of one struct-log step: its fixed fields, each stack value (hex and
 # punctuation), each 32-byte memory word ("0x" + 64 hex digits, quotes, comma), each
@@ -734,48 +726,44 @@ class Tracer:
             raise ExecutionFailed("execution timeout") from None
 
     def _replay(self, number: int, wanted: range, options: TraceOptions) -> Iterator[TxTrace]:
+        """Replay block `number` with `BlockExecutor.replay` — the execution that built and
+        imported it — instrumented, probes attached to the transactions in `wanted`."""
         stored = self.reader.block_by_number(number)
-        parent = self.reader.header_by_number(number - 1)
-        if stored is None or parent is None:
+        if stored is None or number == 0:
             raise NotFound(f"block #{number} not found")
-        claimed = stored.header
-        vm_class = traced_vm_class(self.reader.fork.vm_class)
-        fields = {n: getattr(claimed, n) for n in _PRODUCER_FIELDS if hasattr(claimed, n)}
-        template = vm_class.create_header_from_parent(parent, **fields)
-        overlay = StateOverlay(self.reader.store.state_db())
-        vm = vm_class(
-            header=template,
-            chaindb=self.reader.evm_chaindb(overlay),
-            chain_context=self._chain_context,
-            consensus_context=ConsensusContext(overlay.db),
-        )
-        vm.block_preprocessing(vm.get_block())
-        header = vm.get_header()
-        log_offset = 0
-        previous_gas = 0
+        raw_extras = self.reader.store.load_dev_extras(number)
+        extras = DevExtras.decode(raw_extras) if raw_extras else NO_EXTRAS
         budget = _Budget(self.max_bytes) if self.max_bytes else None
-        for index, tx in enumerate(stored.transactions[: wanted.stop]):
-            probe = self._probe(options, budget) if index in wanted else None
+        probes = {index: self._probe(options, budget) for index in wanted}
+
+        @contextmanager
+        def around(index: int) -> Iterator[None]:
+            probe = probes.get(index)
             with _Attached(probe), execution_deadline(options.timeout if probe else 0.0):
-                receipt, computation = vm.apply_transaction(header, tx)
-            if receipt.encode() != stored.receipts[index].encode():
-                # A trace of anything but what the chain holds would be a lie: refuse it.
-                raise ExecutionFailed(
-                    f"replaying block #{number} diverged at transaction {index} "
-                    f"(0x{tx.hash.hex()}): its receipt differs from the stored one"
-                )
-            header = vm.add_receipt_to_header(header, receipt)
-            header = vm.increment_blob_gas_used(header, tx)
-            ran = _Ran(
-                sender=bytes(stored.senders[index]),
-                computation=computation,
-                gas_used=receipt.gas_used - previous_gas,
-                log_offset=log_offset,
+                yield
+
+        vm_class = traced_vm_class(self.reader.fork.vm_class)
+        try:
+            result = BlockExecutor(self.reader).replay(
+                stored.block, extras, vm_class=vm_class, around_tx=around
             )
+        except InvalidBlock as exc:
+            # A trace of anything but what the chain holds would be a lie: refuse it.
+            raise ExecutionFailed(f"replaying block #{number} diverged: {exc.reason}") from exc
+        previous_gas = 0
+        log_offset = 0
+        for index, receipt in enumerate(result.receipts[: wanted.stop]):
+            if index in wanted:
+                ran = _Ran(
+                    sender=bytes(stored.senders[index]),
+                    computation=result.computations[index],
+                    gas_used=receipt.gas_used - previous_gas,
+                    log_offset=log_offset,
+                )
+                tx = stored.transactions[index]
+                yield TxTrace(tx.hash, self._result(ran, probes[index], options, gas=tx.gas))
             previous_gas = receipt.gas_used
             log_offset += len(receipt.logs)
-            if probe is not None:
-                yield TxTrace(tx.hash, self._result(ran, probe, options, gas=tx.gas))
 
     @staticmethod
     def _probe(options: TraceOptions, budget: _Budget | None) -> _Probe:
