@@ -27,6 +27,7 @@ from typing import Any, cast
 
 from eth._utils.address import generate_contract_address
 from eth.abc import (
+    BlockAPI,
     BlockHeaderAPI,
     ComputationAPI,
     MessageAPI,
@@ -725,14 +726,30 @@ class Tracer:
         except ExecutionTimeout:
             raise ExecutionFailed("execution timeout") from None
 
+    def trace_raw_block(self, block: BlockAPI, options: TraceOptions) -> list[TxTrace]:
+        """debug_traceBlock: a block given whole (canonical or not) replayed on its parent's
+        state; its every root must come out as it claims."""
+        number = self.reader.store.load_number(block.header.hash)
+        if number is not None:
+            return self.trace_block(number, options)
+        with self._request():
+            wanted = range(len(block.transactions))
+            return list(self._replay_block(block, NO_EXTRAS, wanted, options))
+
     def _replay(self, number: int, wanted: range, options: TraceOptions) -> Iterator[TxTrace]:
-        """Replay block `number` with `BlockExecutor.replay` — the execution that built and
-        imported it — instrumented, probes attached to the transactions in `wanted`."""
         stored = self.reader.block_by_number(number)
         if stored is None or number == 0:
             raise NotFound(f"block #{number} not found")
         raw_extras = self.reader.store.load_dev_extras(number)
         extras = DevExtras.decode(raw_extras) if raw_extras else NO_EXTRAS
+        return self._replay_block(stored.block, extras, wanted, options)
+
+    def _replay_block(
+        self, block: BlockAPI, extras: DevExtras, wanted: range, options: TraceOptions
+    ) -> Iterator[TxTrace]:
+        """Replay `block` with `BlockExecutor.replay` — the execution that built and imported
+        it — instrumented, probes attached to the transactions in `wanted`."""
+        number = block.header.block_number
         budget = _Budget(self.max_bytes) if self.max_bytes else None
         probes = {index: self._probe(options, budget) for index in wanted}
 
@@ -745,7 +762,7 @@ class Tracer:
         vm_class = traced_vm_class(self.reader.fork.vm_class)
         try:
             result = BlockExecutor(self.reader).replay(
-                stored.block, extras, vm_class=vm_class, around_tx=around
+                block, extras, vm_class=vm_class, around_tx=around
             )
         except InvalidBlock as exc:
             # A trace of anything but what the chain holds would be a lie: refuse it.
@@ -755,12 +772,12 @@ class Tracer:
         for index, receipt in enumerate(result.receipts[: wanted.stop]):
             if index in wanted:
                 ran = _Ran(
-                    sender=bytes(stored.senders[index]),
+                    sender=bytes(result.senders[index]),
                     computation=result.computations[index],
                     gas_used=receipt.gas_used - previous_gas,
                     log_offset=log_offset,
                 )
-                tx = stored.transactions[index]
+                tx = block.transactions[index]
                 yield TxTrace(tx.hash, self._result(ran, probes[index], options, gas=tx.gas))
             previous_gas = receipt.gas_used
             log_offset += len(receipt.logs)

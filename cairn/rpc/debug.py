@@ -1,4 +1,5 @@
-"""The debug namespace: geth's tracers (callTracer and the struct logger) and raw RLP data.
+"""The debug namespace: geth's tracers (callTracer, flatCallTracer, 4byteTracer and the struct
+logger; debug_traceBlock for a block given as RLP) and raw RLP data.
 
 Traces re-execute blocks, so they run on the Backend's read executor, never on the event
 loop. A request runs at most --rpc.trace-timeout (a larger `timeout` option is cut to it),
@@ -32,9 +33,14 @@ from cairn.rpc.blocks import BlockResolver
 from cairn.rpc.dispatch import rpc_method
 from cairn.rpc.errors import LIMIT_EXCEEDED, SERVER_ERROR, RpcError, invalid_params
 from cairn.rpc.format import addr, hexb, q
+from cairn.rpc.trace_api import TxPlace, flat_traces, four_bytes, intrinsic_gas
 
 T = TypeVar("T")
 CALL_TRACER = "callTracer"
+FLAT_CALL_TRACER = "flatCallTracer"
+FOUR_BYTE_TRACER = "4byteTracer"
+# Tracers made from callTracer frames, reshaped by cairn.rpc.trace_api.
+TRACERS = (CALL_TRACER, FLAT_CALL_TRACER, FOUR_BYTE_TRACER)
 # Go's time.ParseDuration units, as geth's "timeout" option takes them.
 _DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
@@ -67,8 +73,23 @@ class DebugNamespace:
     async def trace_transaction(self, tx_hash: Any, config: Any = None) -> Any:
         h = params.hash32(tx_hash, 0)
         options = parse_trace_config(config, 1, self.max_timeout)
+
+        def run() -> Any:
+            result = self.tracer.trace_transaction(h, options)
+            place, intrinsic = self._place(h)
+            return shape_trace(result, options, place, intrinsic)
+
         # Formatting a long struct log is heavy too: both stay off the event loop.
-        return await self._traced(lambda: format_trace(self.tracer.trace_transaction(h, options)))
+        return await self._traced(run)
+
+    def _place(self, tx_hash: bytes) -> tuple[TxPlace, int]:
+        location = self.reader.tx_location(tx_hash)
+        stored = None if location is None else self.reader.block_by_number(location[0])
+        if location is None or stored is None:
+            return TxPlace(tx_hash=tx_hash), 0
+        number, index = location
+        place = TxPlace(stored.header.hash, number, tx_hash, index)
+        return place, intrinsic_gas(stored.transactions[index])
 
     @rpc_method("debug_traceBlockByNumber")
     async def trace_block_by_number(self, block: Any, config: Any = None) -> list[dict[str, Any]]:
@@ -93,7 +114,30 @@ class DebugNamespace:
 
     async def _trace_block(self, number: int, options: TraceOptions) -> list[dict[str, Any]]:
         return await self._traced(
-            lambda: [format_tx_trace(t) for t in self.tracer.trace_block(number, options)]
+            lambda: self._shape_block(self.tracer.trace_block(number, options), options)
+        )
+
+    def _shape_block(self, traces: list[TxTrace], options: TraceOptions) -> list[dict[str, Any]]:
+        out = []
+        for trace in traces:
+            place, intrinsic = self._place(trace.tx_hash)
+            result = shape_trace(trace.result, options, place, intrinsic)
+            out.append({"txHash": hexb(trace.tx_hash), "result": result})
+        return out
+
+    @rpc_method("debug_traceBlock")
+    async def trace_raw_block(self, raw: Any, config: Any = None) -> list[dict[str, Any]]:
+        """geth's debug_traceBlock: the block given as RLP, replayed on its parent's state."""
+        encoded = params.data(raw, 0)
+        options = parse_trace_config(config, 1, self.max_timeout)
+        try:
+            block = rlp.decode(encoded, sedes=self.reader.fork.vm_class.get_block_class())
+        except (rlp.exceptions.DecodingError, rlp.exceptions.DeserializationError) as exc:
+            raise RpcError(SERVER_ERROR, f"could not decode block: {exc}") from None
+        if self.reader.store.load_number(block.header.parent_hash) is None:
+            raise RpcError(SERVER_ERROR, f"parent 0x{block.header.parent_hash.hex()} not found")
+        return await self._traced(
+            lambda: self._shape_block(self.tracer.trace_raw_block(block, options), options)
         )
 
     @rpc_method("debug_traceCall")
@@ -109,7 +153,7 @@ class DebugNamespace:
                     )
         options = parse_trace_config(config, 2, self.max_timeout)
         return await self._traced(
-            lambda: format_trace(self.tracer.trace_call(header, call, options))
+            lambda: shape_trace(self.tracer.trace_call(header, call, options), options, TxPlace())
         )
 
     # ------------------------------------------------------------ raw data
@@ -182,11 +226,11 @@ def parse_trace_config(value: Any, index: int, max_timeout: float = 0.0) -> Trac
         raise invalid_params(f"invalid argument {index}: tracer must be a string")
     if tracer == "":
         tracer = None
-    if tracer is not None and tracer != CALL_TRACER:
+    if tracer is not None and tracer not in TRACERS:
         raise RpcError(
             SERVER_ERROR,
-            f"tracer {tracer!r} not found: Cairn implements {CALL_TRACER!r} and the default "
-            "struct logger (leave tracer out)",
+            f"tracer {tracer!r} not found: Cairn implements {', '.join(TRACERS)} and the "
+            "default struct logger (leave tracer out)",
         )
     tracer_config = keys.get("tracerconfig")
     if tracer_config is None:
@@ -202,11 +246,12 @@ def parse_trace_config(value: Any, index: int, max_timeout: float = 0.0) -> Trac
         limit=_count(keys.get("limit"), index),
     )
     timeout = keys.get("timeout")
+    nested = tracer == CALL_TRACER
     return TraceOptions(
         tracer=tracer,
         struct=struct,
-        only_top_call=_flag(call_keys, "onlytopcall", index),
-        with_log=_flag(call_keys, "withlog", index),
+        only_top_call=nested and _flag(call_keys, "onlytopcall", index),
+        with_log=nested and _flag(call_keys, "withlog", index),
         timeout=_capped(5.0 if timeout is None else parse_duration(timeout), max_timeout),
     )
 
@@ -248,14 +293,21 @@ def parse_duration(value: Any) -> float:
 
 
 # ------------------------------------------------------------ JSON shapes (geth's)
+def shape_trace(
+    result: TraceResult, options: TraceOptions, place: TxPlace, intrinsic: int = 0
+) -> Any:
+    """One transaction's trace in the shape its tracer gives."""
+    if isinstance(result, CallFrame) and options.tracer == FLAT_CALL_TRACER:
+        return flat_traces(result, place, intrinsic_gas=intrinsic)
+    if isinstance(result, CallFrame) and options.tracer == FOUR_BYTE_TRACER:
+        return four_bytes(result)
+    return format_trace(result)
+
+
 def format_trace(result: TraceResult) -> dict[str, Any]:
     if isinstance(result, StructResult):
         return format_struct(result)
     return format_frame(result)
-
-
-def format_tx_trace(trace: TxTrace) -> dict[str, Any]:
-    return {"txHash": hexb(trace.tx_hash), "result": format_trace(trace.result)}
 
 
 def format_frame(frame: CallFrame) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from cairn.rpc.format import (
     TxContext,
     blob_base_fee,
     format_block,
+    format_header,
     format_receipt,
     format_transaction,
     hexb,
@@ -272,6 +273,18 @@ class EthNamespace:
     async def get_block_by_hash(self, block_hash: Any, full: Any = False) -> RawJson | None:
         stored = self.reader.block_by_hash(params.hash32(block_hash, 0))
         return None if stored is None else self._formatted_block(stored, params.boolean(full, 1))
+
+    @rpc_method("eth_getHeaderByNumber")
+    async def get_header_by_number(self, block: Any) -> dict[str, Any] | None:
+        """geth's header: a block's fields without transactions, uncles, withdrawals, size."""
+        number = self.blocks.number(params.block_ref(block, 0))
+        header = None if number is None else self.reader.header_by_number(number)
+        return None if header is None else format_header(header)
+
+    @rpc_method("eth_getHeaderByHash")
+    async def get_header_by_hash(self, block_hash: Any) -> dict[str, Any] | None:
+        header = self.reader.header_by_hash(params.hash32(block_hash, 0))
+        return None if header is None else format_header(header)
 
     @rpc_method("eth_getBlockTransactionCountByNumber")
     async def tx_count_by_number(self, block: Any) -> str | None:
