@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from eth_abi import encode
+from eth_abi.abi import encode
 from eth_account import Account
 from eth_utils import keccak, to_checksum_address
 
