@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import rlp
@@ -33,12 +34,15 @@ from cairn.rpc.blocks import BlockResolver
 from cairn.rpc.dispatch import rpc_method
 from cairn.rpc.errors import LIMIT_EXCEEDED, SERVER_ERROR, RpcError, invalid_params
 from cairn.rpc.format import addr, hexb, q
+from cairn.rpc.overrides import parse_overrides
 from cairn.rpc.trace_api import TxPlace, flat_traces, four_bytes, intrinsic_gas
 
 T = TypeVar("T")
 CALL_TRACER = "callTracer"
 FLAT_CALL_TRACER = "flatCallTracer"
 FOUR_BYTE_TRACER = "4byteTracer"
+# debug_traceCall's config keys beside geth's TraceConfig
+_CALL_ONLY = ("stateOverrides", "blockOverrides", "txIndex")
 # Tracers made from callTracer frames, reshaped by cairn.rpc.trace_api.
 TRACERS = (CALL_TRACER, FLAT_CALL_TRACER, FOUR_BYTE_TRACER)
 # Go's time.ParseDuration units, as geth's "timeout" option takes them.
@@ -145,12 +149,15 @@ class DebugNamespace:
         call = params.call_params(tx, 0)
         header = self.blocks.header(params.block_ref(block, 1, default="latest"))
         if isinstance(config, dict):
-            for unsupported in ("stateOverrides", "blockOverrides", "txIndex"):
-                if config.get(unsupported) is not None:
-                    raise invalid_params(
-                        f"invalid argument 2: {unsupported} is not supported by Cairn's "
-                        "debug_traceCall; trace on the block's state without it"
-                    )
+            if config.get("txIndex") is not None:
+                raise invalid_params(
+                    "invalid argument 2: txIndex is not supported by Cairn's debug_traceCall; "
+                    "trace on the block's state without it"
+                )
+            extra = parse_overrides(config.get("stateOverrides"), config.get("blockOverrides"), 2)
+            if extra is not None:
+                call = replace(call, overrides=extra)
+            config = {k: v for k, v in config.items() if k not in _CALL_ONLY}
         options = parse_trace_config(config, 2, self.max_timeout)
         return await self._traced(
             lambda: shape_trace(self.tracer.trace_call(header, call, options), options, TxPlace())

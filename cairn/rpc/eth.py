@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import string
+from dataclasses import replace
 from typing import Any, TypeVar
 
 from eth.abc import BlockHeaderAPI, StateAPI
@@ -29,6 +30,7 @@ from cairn.rpc.format import (
     q,
 )
 from cairn.rpc.logs import parse_filter
+from cairn.rpc.overrides import parse_overrides
 
 T = TypeVar("T")
 DEFAULT_PRIORITY_FEE = 1_000_000_000
@@ -225,10 +227,13 @@ class EthNamespace:
         return "0x" + value.to_bytes(32, "big").hex()
 
     @rpc_method("eth_call")
-    async def call(self, tx: Any, block: Any = None, overrides: Any = None) -> str:
+    async def call(
+        self, tx: Any, block: Any = None, overrides: Any = None, block_overrides: Any = None
+    ) -> str:
         call = params.call_params(tx, 0)
-        if overrides is not None:
-            raise invalid_params("invalid argument 2: state overrides are not supported")
+        extra = parse_overrides(overrides, block_overrides, 2)
+        if extra is not None:
+            call = replace(call, overrides=extra)
         header = self._header(params.block_ref(block, 1, default="latest"))
         return hexb(await self.b.call(header, call))
 

@@ -117,7 +117,8 @@ def _entry(frame: CallFrame, address: list[int], place: TxPlace, intrinsic: int)
     }
     if frame.error:
         entry["error"] = parity_error(frame.error)
-    else:
+    if not frame.error or (frame.error == "execution reverted" and result is not None):
+        # a revert keeps its gas used and revert data, as Erigon, reth and Anvil send them
         entry["result"] = result
     entry.update(
         {

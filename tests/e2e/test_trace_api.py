@@ -73,7 +73,9 @@ def test_trace_block_covers_every_transaction_with_its_tree(chain: ExplorerChain
 
     for tx_hash in chain.reverted:
         top = by_tx(chain, tx_hash)[0]
-        assert top["error"] == "Reverted" and "result" not in top
+        assert top["error"] == "Reverted" and top["result"]["output"].startswith("0x")
+        receipt = call(chain, "eth_getTransactionReceipt", tx_hash)
+        assert int(top["result"]["gasUsed"], 16) < int(receipt["gasUsed"], 16)
 
     nested = by_tx(chain, chain.nested[0])
     kinds = [(t["type"], t["action"].get("callType"), t.get("error")) for t in nested]
