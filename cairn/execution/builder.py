@@ -20,6 +20,7 @@ from eth.abc import (
     ComputationAPI,
     ReceiptAPI,
     SignedTransactionAPI,
+    StateAPI,
     WithdrawalAPI,
 )
 from eth.chains.base import ChainContext
@@ -45,8 +46,9 @@ from cairn.storage.store import BlockRecord
 
 ZERO_HASH = b"\x00" * 32
 BLOB_TX_TYPE = 3
-# A context entered around the execution of transaction `index` of a replayed block.
-TxHook = Callable[[int], AbstractContextManager[None]]
+# A context entered around the execution of transaction `index` of a replayed block, given
+# the state it runs on (read-only for the hook).
+TxHook = Callable[[int, StateAPI], AbstractContextManager[None]]
 # Header fields a producer chooses; everything else follows from parent and execution.
 _CHOSEN_FIELDS = (
     "timestamp",
@@ -294,7 +296,7 @@ class BlockExecutor:
             if around_tx is None:
                 receipt, computation = vm.apply_transaction(header, tx)
             else:
-                with around_tx(len(applied)):
+                with around_tx(len(applied), vm.state):
                     receipt, computation = vm.apply_transaction(header, tx)
             header = vm.add_receipt_to_header(header, receipt)
             if tx.type_id == BLOB_TX_TYPE:  # a header copy per transaction is costly; skip it

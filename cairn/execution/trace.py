@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, replace
 from functools import cache
 from typing import Any, cast
 
-from eth._utils.address import generate_contract_address
+from eth._utils.address import generate_contract_address, generate_safe_contract_address
 from eth.abc import (
     BlockAPI,
     BlockHeaderAPI,
@@ -114,6 +114,132 @@ class TraceOptions:
     only_top_call: bool = False
     with_log: bool = False
     timeout: float = 5.0
+    diff_mode: bool = False  # prestateTracer: {pre, post} of what changed
+
+
+PRESTATE_TRACER = "prestateTracer"
+
+
+@dataclass
+class AccountState:
+    """One account as geth's prestateTracer shows it."""
+
+    balance: int
+    nonce: int
+    code: bytes
+    storage: dict[int, int] = field(default_factory=dict)
+
+    @property
+    def is_empty(self) -> bool:
+        return not (self.balance or self.nonce or self.code or any(self.storage.values()))
+
+
+@dataclass(frozen=True)
+class AccountChange:
+    """An account's fields after a transaction, those that changed only (None: unchanged)."""
+
+    balance: int | None
+    nonce: int | None
+    code: bytes | None
+    storage: dict[int, int]
+
+
+@dataclass(frozen=True)
+class PrestateResult:
+    """geth's prestateTracer: the state a transaction read before it ran (`post` is None), or
+    in diff mode what it changed: `pre` (whole accounts, changed slots) and `post`."""
+
+    pre: dict[bytes, AccountState]
+    post: dict[bytes, AccountChange] | None = None
+
+
+class PrestateCollector:
+    """Accounts and slots a transaction touches, each read from the state the first time it
+    is seen (before the opcode that touches it runs), as geth's prestateTracer does."""
+
+    def __init__(self) -> None:
+        self.accounts: dict[bytes, AccountState] = {}
+        self.created: set[bytes] = set()
+
+    def lookup(self, state: StateAPI, address: bytes) -> None:
+        if address in self.accounts:
+            return
+        who = Address(address)
+        self.accounts[address] = AccountState(
+            balance=state.get_balance(who), nonce=state.get_nonce(who), code=state.get_code(who)
+        )
+
+    def lookup_slot(self, state: StateAPI, address: bytes, slot: int) -> None:
+        self.lookup(state, address)
+        account = self.accounts.get(address)
+        if account is not None and slot not in account.storage:
+            account.storage[slot] = state.get_storage(Address(address), slot)
+
+    def on_opcode(self, computation: BaseComputation, op: int, values: list[int | bytes]) -> None:
+        state = computation.state
+        if op in (SLOAD, SSTORE) and values:
+            self.lookup_slot(state, bytes(computation.msg.storage_address), _as_int(values[-1]))
+        elif op in _TOUCH_TOP_ADDRESS and values:
+            self.lookup(state, _as_address(values[-1]))
+        elif op in _TOUCH_CALL_ADDRESS and len(values) >= 5:
+            self.lookup(state, _as_address(values[-2]))
+        elif op in _CREATES:
+            creator = computation.msg.storage_address
+            if op == 0xF0:
+                created = generate_contract_address(creator, state.get_nonce(creator))
+            elif len(values) >= 4:
+                offset, size = _as_int(values[-2]), _as_int(values[-3])
+                memory = cast(Memory, computation._memory)._bytes
+                init = bytes(memory[offset : offset + size]).ljust(size, b"\x00")
+                created = generate_safe_contract_address(creator, _as_int(values[-4]), init)
+            else:
+                return
+            self.lookup(state, bytes(created))
+            self.created.add(bytes(created))
+
+    def result(self, state: StateAPI, diff_mode: bool, deleted: set[bytes]) -> PrestateResult:
+        """After the transaction: drop created accounts that did not exist before; in diff
+        mode keep only what changed, with the new values in `post`."""
+        pre = {a: s for a, s in self.accounts.items() if not (a in self.created and s.is_empty)}
+        if not diff_mode:
+            return PrestateResult(pre)
+        kept: dict[bytes, AccountState] = {}
+        post: dict[bytes, AccountChange] = {}
+        for address, before in sorted(self.accounts.items()):
+            if address in deleted:
+                kept[address] = before
+                continue
+            who = Address(address)
+            after = AccountState(state.get_balance(who), state.get_nonce(who), state.get_code(who))
+            changed_storage = {
+                slot: value
+                for slot, value in before.storage.items()
+                if state.get_storage(who, slot) != value
+            }
+            modified = (
+                after.balance != before.balance
+                or after.nonce != before.nonce
+                or after.code != before.code
+                or bool(changed_storage)
+            )
+            if not modified:
+                continue
+            post_storage = {
+                slot: state.get_storage(who, slot)
+                for slot in changed_storage
+                if state.get_storage(who, slot)
+            }
+            post[address] = AccountChange(
+                balance=after.balance if after.balance != before.balance else None,
+                nonce=after.nonce if after.nonce != before.nonce else None,
+                code=after.code if after.code != before.code else None,
+                storage=post_storage,
+            )
+            # geth leaves slots that were empty before out of `pre`
+            pre_storage = {k: v for k, v in changed_storage.items() if v}
+            kept[address] = AccountState(before.balance, before.nonce, before.code, pre_storage)
+        pre = {a: s for a, s in kept.items() if not (a in self.created and s.is_empty)}
+        return PrestateResult(pre, post)
 
 
 @dataclass(frozen=True)
@@ -166,7 +292,7 @@ class StructResult:
     steps: list[StructStep]
 
 
-TraceResult = CallFrame | StructResult
+TraceResult = CallFrame | StructResult | PrestateResult
 
 
 @dataclass(frozen=True)
@@ -234,10 +360,12 @@ class _Probe:
         steps: StructLogOptions | None = None,
         access: AccessCollector | None = None,
         budget: _Budget | None = None,
+        prestate: PrestateCollector | None = None,
     ) -> None:
         self.steps_options = steps
         self.budget = budget
         self.access = access
+        self.prestate = prestate
         self.steps: list[StructStep] = []
         self.storage: dict[bytes, dict[int, int]] = {}
         # running frames with the refunds their finished children have settled
@@ -246,7 +374,9 @@ class _Probe:
 
     @property
     def instruments_opcodes(self) -> bool:
-        return self.steps_options is not None or self.access is not None
+        return (
+            self.steps_options is not None or self.access is not None or self.prestate is not None
+        )
 
     def refund(self) -> int:
         total = 0
@@ -263,6 +393,8 @@ class _Probe:
         values = _stack_values(computation)
         if self.access is not None:
             self._collect_access(computation, op, values)
+        if self.prestate is not None:
+            self.prestate.on_opcode(computation, op, values)
         options = self.steps_options
         if options is None or (options.limit and len(self.steps) >= options.limit):
             return None
@@ -672,6 +804,7 @@ class _Ran:
     computation: ComputationAPI
     gas_used: int
     log_offset: int
+    prestate: PrestateResult | None = None
 
 
 class Tracer:
@@ -753,11 +886,27 @@ class Tracer:
         budget = _Budget(self.max_bytes) if self.max_bytes else None
         probes = {index: self._probe(options, budget) for index in wanted}
 
+        prestates: dict[int, PrestateResult] = {}
+        coinbase = bytes(block.header.coinbase)
+
         @contextmanager
-        def around(index: int) -> Iterator[None]:
+        def around(index: int, state: StateAPI) -> Iterator[None]:
             probe = probes.get(index)
+            collector = probe.prestate if probe is not None else None
+            if collector is not None:  # geth's OnTxStart: sender, recipient, coinbase
+                tx = block.transactions[index]
+                for address in (bytes(tx.sender), coinbase):
+                    collector.lookup(state, address)
+                if tx.to:
+                    collector.lookup(state, bytes(tx.to))
+                else:
+                    created = bytes(generate_contract_address(tx.sender, tx.nonce))
+                    collector.lookup(state, created)
+                    collector.created.add(created)
             with _Attached(probe), execution_deadline(options.timeout if probe else 0.0):
                 yield
+            if collector is not None:
+                prestates[index] = collector.result(state, options.diff_mode, set())
 
         vm_class = traced_vm_class(self.reader.fork.vm_class)
         try:
@@ -776,6 +925,7 @@ class Tracer:
                     computation=result.computations[index],
                     gas_used=receipt.gas_used - previous_gas,
                     log_offset=log_offset,
+                    prestate=prestates.get(index),
                 )
                 tx = block.transactions[index]
                 yield TxTrace(tx.hash, self._result(ran, probes[index], options, gas=tx.gas))
@@ -786,11 +936,15 @@ class Tracer:
     def _probe(options: TraceOptions, budget: _Budget | None) -> _Probe:
         if options.tracer is None:
             return _Probe(steps=options.struct, budget=budget)
+        if options.tracer == PRESTATE_TRACER:
+            return _Probe(prestate=PrestateCollector())
         return _Probe()
 
     @staticmethod
     def _result(ran: _Ran, probe: _Probe, options: TraceOptions, *, gas: int) -> TraceResult:
         computation = ran.computation
+        if probe.prestate is not None and ran.prestate is not None:
+            return ran.prestate
         if options.tracer is None:
             failed = computation.is_error
             output = bytes(computation.output)
@@ -811,6 +965,11 @@ class Tracer:
         self, header: BlockHeaderAPI, params: CallParams, options: TraceOptions
     ) -> TraceResult:
         """debug_traceCall: `params` run on the state after `header`, nothing kept."""
+        if options.tracer == PRESTATE_TRACER:
+            raise ExecutionFailed(
+                "prestateTracer is not supported by Cairn's debug_traceCall; trace a mined "
+                "transaction with debug_traceTransaction"
+            )
         gas = self._call_gas(params)
         budget = _Budget(self.max_bytes) if self.max_bytes else None
         probe = self._probe(options, budget)

@@ -18,7 +18,9 @@ from typing import Any, TypeVar
 import rlp
 
 from cairn.execution.trace import (
+    PRESTATE_TRACER,
     CallFrame,
+    PrestateResult,
     StructLogOptions,
     StructResult,
     TraceOptions,
@@ -44,7 +46,7 @@ FOUR_BYTE_TRACER = "4byteTracer"
 # debug_traceCall's config keys beside geth's TraceConfig
 _CALL_ONLY = ("stateOverrides", "blockOverrides", "txIndex")
 # Tracers made from callTracer frames, reshaped by cairn.rpc.trace_api.
-TRACERS = (CALL_TRACER, FLAT_CALL_TRACER, FOUR_BYTE_TRACER)
+TRACERS = (CALL_TRACER, FLAT_CALL_TRACER, FOUR_BYTE_TRACER, PRESTATE_TRACER)
 # Go's time.ParseDuration units, as geth's "timeout" option takes them.
 _DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
@@ -259,6 +261,7 @@ def parse_trace_config(value: Any, index: int, max_timeout: float = 0.0) -> Trac
         struct=struct,
         only_top_call=nested and _flag(call_keys, "onlytopcall", index),
         with_log=nested and _flag(call_keys, "withlog", index),
+        diff_mode=tracer == PRESTATE_TRACER and _flag(call_keys, "diffmode", index),
         timeout=_capped(5.0 if timeout is None else parse_duration(timeout), max_timeout),
     )
 
@@ -311,9 +314,43 @@ def shape_trace(
     return format_trace(result)
 
 
+def format_prestate(result: PrestateResult) -> dict[str, Any]:
+    """geth's prestateTracer JSON: nonce a number, zero nonce and empty code/storage left out."""
+
+    def account(balance: int | None, nonce: int | None, code: bytes | None,
+                storage: dict[int, int]) -> dict[str, Any]:  # fmt: skip
+        out: dict[str, Any] = {}
+        if balance is not None:
+            out["balance"] = q(balance)
+        if nonce:
+            out["nonce"] = nonce
+        if code:
+            out["code"] = hexb(code)
+        if storage:
+            out["storage"] = {
+                "0x" + k.to_bytes(32, "big").hex(): "0x" + v.to_bytes(32, "big").hex()
+                for k, v in sorted(storage.items())
+            }
+        return out
+
+    pre = {
+        addr(a): account(s.balance, s.nonce, s.code, s.storage)
+        for a, s in sorted(result.pre.items())
+    }
+    if result.post is None:
+        return pre
+    post = {
+        addr(a): account(c.balance, c.nonce, c.code, c.storage)
+        for a, c in sorted(result.post.items())
+    }
+    return {"post": post, "pre": pre}
+
+
 def format_trace(result: TraceResult) -> dict[str, Any]:
     if isinstance(result, StructResult):
         return format_struct(result)
+    if isinstance(result, PrestateResult):
+        return format_prestate(result)
     return format_frame(result)
 
 

@@ -64,6 +64,17 @@ def _anvil_lacks_method(ours: Any, theirs: Any) -> bool:
 RULES = [
     Rule("block-time", r".*\.(timestamp|blockTimestamp)", "blocks are made at different times"),
     Rule(
+        "prestate-fees",
+        r"prestate .*:result(\.(pre|post))?\.0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266\.balance",
+        "the sender paid Cairn's lower base fee (base-fee)",
+    ),
+    Rule(
+        "prestate-created",
+        r"prestate CREATE2:result\.0x[0-9a-f]{40}",
+        "geth drops accounts a transaction created from its prestate",
+        lambda ours, theirs: ours == ABSENT and theirs == {"balance": "0x0"},
+    ),
+    Rule(
         "total-difficulty",
         r".*:result\.totalDifficulty",
         "geth dropped totalDifficulty",
@@ -255,6 +266,12 @@ def test_same_answers_as_anvil(nodes: tuple[Side, Side]) -> None:
         "debug_traceTransaction",
         [nested, {"tracer": "callTracer", "tracerConfig": {"onlyTopCall": True}}],
     )
+    s.call("prestate nested", "debug_traceTransaction", [nested, {"tracer": "prestateTracer"}])
+    s.call(
+        "prestate diff nested",
+        "debug_traceTransaction",
+        [nested, {"tracer": "prestateTracer", "tracerConfig": {"diffMode": True}}],
+    )
     s.call("parity trace nested", "trace_transaction", [nested])
     s.call("parity trace block", "trace_block", lambda side: [head(side)])
     s.call(
@@ -311,6 +328,12 @@ def test_same_answers_as_anvil(nodes: tuple[Side, Side]) -> None:
     salt = "0x" + "11" * 32
     created = invoke("send deploy children", 1_000_000, "deploy", salt)
     s.call("trace CREATE and CREATE2", "debug_traceTransaction", [created, CALL_TRACER])
+    s.call(
+        "prestate diff CREATE2",
+        "debug_traceTransaction",
+        [created, {"tracer": "prestateTracer", "tracerConfig": {"diffMode": True}}],
+    )
+    s.call("prestate CREATE2", "debug_traceTransaction", [created, {"tracer": "prestateTracer"}])
 
     # -------------------------------------------------------------- reverts
     failed = invoke("send failing", 100_000, "fail", "nope")
