@@ -24,7 +24,8 @@ from cairn.genesis.parse import genesis_to_json
 from cairn.node.cli_data import commits_path, decode_block, iterate_rlp_items
 from cairn.txpool.pool import TxPool
 from tests.support.chain import mine, open_chain, transfer
-from tests.support.proc import REPO, run_cli
+from tests.support.net import enode, log_has
+from tests.support.proc import REPO, NodeProcess, run_cli
 from tests.support.wait import wait_until
 
 BLOCKS = 240
@@ -201,3 +202,33 @@ def _progress(log: Path) -> int:
         if line.startswith("imported block #")
     ]
     return max(numbers, default=0)
+
+
+@pytest.mark.slow
+def test_peers_refuse_trusted_blocks_over_sync(source: Path, tmp_path: Path) -> None:
+    """A node serving trusted-imported blocks: a full node syncing from it refuses every one
+    (their empty commit proves nothing) and stays at genesis."""
+    out = tmp_path / "chain.rlp"
+    assert cli("export", "--datadir", str(source), str(out), "0", "10").returncode == 0
+    commits_path(out).unlink()
+    genesis = str(source / "genesis.json")
+    done = cli("import", "--trusted", "--datadir", str(tmp_path / "trusted"), "--genesis",
+               genesis, str(out))  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    trusted = NodeProcess(tmp_path / "trusted", "run", "--genesis", genesis).start()
+    try:
+        follower = NodeProcess(
+            tmp_path / "follower", "run", "--genesis", genesis, "--bootnodes", enode(trusted)
+        ).start()
+        try:
+            wait_until(
+                lambda: log_has(follower, "rejected") and log_has(follower, "invalid commit"),
+                timeout=90,
+                message="the full node to refuse the trusted blocks",
+            )
+            assert follower.call("eth_blockNumber") == "0x0"
+            assert trusted.call("eth_blockNumber") == "0xa"  # it serves them itself
+        finally:
+            follower.stop()
+    finally:
+        trusted.stop()
