@@ -88,44 +88,65 @@ def _open_write(path: Path) -> BufferedIOBase:
     return raw
 
 
-def iterate_rlp_items(stream: BufferedIOBase, where: str) -> Iterator[bytes]:
-    """Each top-level RLP item of a stream of concatenated items, read in 1 MiB chunks."""
-    buffer = b""
-    offset = 0  # of buffer[0] in the (uncompressed) stream
-    eof = False
-    while True:
-        if not eof and len(buffer) < _READ_CHUNK:
+class RlpItems:
+    """Each top-level RLP item of a stream of concatenated items, read in 1 MiB chunks.
+    `consumed` counts the (uncompressed) bytes of the items handed out, `read` those read so
+    far: their ratio, times the share of the file read, estimates the share done."""
+
+    def __init__(self, stream: BufferedIOBase, where: str) -> None:
+        self._stream = stream
+        self._where = where
+        self.consumed = 0
+        self.read = 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        buffer = b""
+        eof = False
+        where = self._where
+        while True:
+            if not eof and len(buffer) < _READ_CHUNK:
+                chunk = self._read(_READ_CHUNK)
+                if chunk:
+                    buffer += chunk
+                    continue
+                eof = True
+            if not buffer:
+                return
+            offset = self.consumed
             try:
-                chunk = stream.read(_READ_CHUNK)
-            except (OSError, EOFError) as exc:  # a truncated or corrupt gzip file
-                raise ChainFileError(f"{where}: cannot read at byte {offset}: {exc}") from None
-            if chunk:
+                _, _, length, start = rlp.codec.consume_length_prefix(buffer, 0)
+            except (DecodingError, IndexError) as exc:
+                if not eof:
+                    raise ChainFileError(f"{where}: bad RLP at byte {offset}: {exc}") from None
+                raise ChainFileError(f"{where}: truncated or bad RLP at byte {offset}") from None
+            end = start + length
+            if end > len(buffer):
+                if eof:
+                    raise ChainFileError(
+                        f"{where}: the item at byte {offset} needs {end} bytes, the file ends "
+                        f"after {len(buffer)} (truncated?)"
+                    )
+                chunk = self._read(max(_READ_CHUNK, end - len(buffer)))
+                if not chunk:
+                    eof = True
                 buffer += chunk
                 continue
-            eof = True
-        if not buffer:
-            return
+            item = buffer[:end]
+            buffer = buffer[end:]
+            self.consumed += end
+            yield item
+
+    def _read(self, size: int) -> bytes:
         try:
-            _, _, length, start = rlp.codec.consume_length_prefix(buffer, 0)
-        except (DecodingError, IndexError) as exc:
-            if not eof:
-                raise ChainFileError(f"{where}: bad RLP at byte {offset}: {exc}") from None
-            raise ChainFileError(f"{where}: truncated or bad RLP at byte {offset}") from None
-        end = start + length
-        if end > len(buffer):
-            if eof:
-                raise ChainFileError(
-                    f"{where}: the item at byte {offset} needs {end} bytes, the file ends "
-                    f"after {len(buffer)} (truncated?)"
-                )
-            chunk = stream.read(max(_READ_CHUNK, end - len(buffer)))
-            if not chunk:
-                eof = True
-            buffer += chunk
-            continue
-        yield buffer[:end]
-        buffer = buffer[end:]
-        offset += end
+            chunk = self._stream.read(size)
+        except (OSError, EOFError) as exc:  # a truncated or corrupt gzip file
+            raise ChainFileError(f"{self._where}: cannot read at byte {self.read}: {exc}") from None
+        self.read += len(chunk)
+        return chunk
+
+
+def iterate_rlp_items(stream: BufferedIOBase, where: str) -> Iterator[bytes]:
+    return iter(RlpItems(stream, where))
 
 
 class _Progress:
@@ -351,8 +372,9 @@ async def import_file(
     size = path.stat().st_size or 1  # noqa: ASYNC240
     stream: BufferedIOBase = gzip.GzipFile(fileobj=raw_file) if path.suffix == ".gz" else raw_file
     progress = _Progress("imported", None, progress_every)
+    items = RlpItems(stream, str(path))
     try:
-        for raw in iterate_rlp_items(stream, str(path)):
+        for raw in items:
             block = decode_block(chain.fork, raw, f"{path} item {progress.done}")
             header = block.header
             commit = commits.commit_for(header.block_number, header.hash) if commits else None
@@ -370,7 +392,8 @@ async def import_file(
                     f"block #{header.block_number} 0x{header.hash.hex()} has no commit in "
                     f"{side.name}; import with --trusted to accept it without one"
                 )
-            progress.step(header.block_number, raw_file.tell() / size)
+            share_read = raw_file.tell() / size  # of the file, compressed or not
+            progress.step(header.block_number, share_read * items.consumed / max(items.read, 1))
     finally:
         stream.close()
         raw_file.close()
