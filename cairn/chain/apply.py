@@ -1,5 +1,5 @@
 """`BlockApplier`: the one way a block enters the chain, whatever made it — the sequencer,
-a BFT commit, gossip, range sync, `cairn import`, or a dev helper.
+a BFT commit, gossip, range sync, `cairn import` (trusted or not), or a dev helper.
 
 `apply(result, commit)` checks the commit against the genesis producer set, writes the block
 in one synced batch (on the writer thread), then, on the event loop, does every after-commit
@@ -59,11 +59,19 @@ class BlockApplier:
             await loop.run_in_executor(self._writer, self._check_and_write, result, commit)
             return self._committed(result, commit)
 
-    async def import_block(self, block: BlockAPI, commit: bytes) -> BlockCommitted | None:
+    async def import_block(
+        self, block: BlockAPI, commit: bytes, *, trusted: bool = False
+    ) -> BlockCommitted | None:
         """Apply a block made elsewhere: check its commit, re-execute it on the head (every
         root must match), store and announce it. None when it is already canonical; raise
         `InvalidCommit` / `InvalidBlock` for a bad block or one that does not extend the head.
+
+        `trusted` (`cairn import --trusted`, or a chain of another client): no commit is
+        checked and none is stored — the empty commit, which no peer's sync accepts, marks the
+        block as trusted for good. Execution and roots are checked all the same.
         """
+        if trusted and commit:
+            raise ValueError("a trusted import stores no commit")
         header = block.header
         async with self._lock:
             if header.block_number <= self.chain.store.head.number:
@@ -75,11 +83,14 @@ class BlockApplier:
                     f"conflicts with canonical block #{header.block_number}",
                 )
             loop = asyncio.get_running_loop()
-            result = await loop.run_in_executor(self._writer, self._reexecute, block, commit)
+            result = await loop.run_in_executor(
+                self._writer, self._reexecute, block, commit, trusted
+            )
             return self._committed(result, commit)
 
-    def _reexecute(self, block: BlockAPI, commit: bytes) -> BlockResult:
-        self.verify_commit(block.header, commit)
+    def _reexecute(self, block: BlockAPI, commit: bytes, trusted: bool) -> BlockResult:
+        if not trusted:
+            self.verify_commit(block.header, commit)
         result = self.chain.executor.import_block(block)
         self.chain.write_block(result, commit)
         return result

@@ -1,13 +1,17 @@
-"""Build a block from transactions, or import one made elsewhere, with py-evm.
+"""Build a block from transactions, import one made elsewhere, or replay a stored one (for
+tracing too), with py-evm.
 
-Both run the same steps py-evm's `VM.import_block` runs (pre-processing, transactions,
-post-processing, finalisation); building skips transactions that turn out invalid, importing
-rejects the block instead and then checks every root against the header it was given.
+All run one function, `BlockExecutor._execute`, the steps py-evm's `VM.import_block` runs
+(pre-processing, transactions, withdrawals, post-processing, finalisation); building skips
+transactions that turn out invalid, importing and replaying reject the block instead and then
+check every root against the header it was given. Tracing only swaps in an instrumented VM
+class and a hook around each transaction.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
 from eth.abc import (
@@ -16,6 +20,8 @@ from eth.abc import (
     ComputationAPI,
     ReceiptAPI,
     SignedTransactionAPI,
+    StateAPI,
+    WithdrawalAPI,
 )
 from eth.chains.base import ChainContext
 from eth.consensus.context import ConsensusContext
@@ -40,6 +46,9 @@ from cairn.storage.store import BlockRecord
 
 ZERO_HASH = b"\x00" * 32
 BLOB_TX_TYPE = 3
+# A context entered around the execution of transaction `index` of a replayed block, given
+# the state it runs on (read-only for the hook).
+TxHook = Callable[[int, StateAPI], AbstractContextManager[None]]
 # Header fields a producer chooses; everything else follows from parent and execution.
 _CHOSEN_FIELDS = (
     "timestamp",
@@ -117,6 +126,7 @@ class BlockResult:
             senders=tuple(bytes(s) for s in self.senders),
             receipts=tuple(r.encode() for r in self.receipts),
             commit=commit,
+            withdrawals=tuple(w.encode() for w in getattr(self.block, "withdrawals", ())),
             state_writes=self.state_writes,
             touched=tuple(bytes(a) for a in self.touched),
             dev_extras=self.dev_extras.encode() if self.dev_extras else b"",
@@ -152,12 +162,29 @@ class BlockExecutor:
         What full nodes and validators run: the block's transactions and nothing else."""
         return self._reexecute(block, NO_EXTRAS)
 
-    def replay(self, block: BlockAPI, extras: DevExtras) -> BlockResult:
+    def replay(
+        self,
+        block: BlockAPI,
+        extras: DevExtras,
+        *,
+        vm_class: type[VM] | None = None,
+        around_tx: TxHook | None = None,
+    ) -> BlockResult:
         """Re-execute one of this node's stored blocks with the dev record stored beside it
-        (state overrides, impersonated senders; empty for every ordinary block)."""
-        return self._reexecute(block, extras)
+        (state overrides, impersonated senders; empty for every ordinary block).
 
-    def _reexecute(self, block: BlockAPI, extras: DevExtras) -> BlockResult:
+        Tracing replays this way: `vm_class` is the fork's VM with instruments attached, and
+        `around_tx(index)` a context entered around each transaction's execution. Every root
+        is checked as on import, so a trace is always of the block the chain holds."""
+        return self._reexecute(block, extras, vm_class, around_tx)
+
+    def _reexecute(
+        self,
+        block: BlockAPI,
+        extras: DevExtras,
+        vm_class: type[VM] | None = None,
+        around_tx: TxHook | None = None,
+    ) -> BlockResult:
         claimed = block.header
         parent = self.reader.header_by_hash(claimed.parent_hash)
         if parent is None:
@@ -172,11 +199,19 @@ class BlockExecutor:
             )
         fields = {name: getattr(claimed, name) for name in _CHOSEN_FIELDS if hasattr(claimed, name)}
         try:
-            template = self.vm_class.create_header_from_parent(parent, **fields)
+            template = (vm_class or self.vm_class).create_header_from_parent(parent, **fields)
             txs = with_impersonation(
                 claimed.block_number, claimed.hash, block.transactions, extras.impersonated
             )
-            result = self._execute(template, txs, strict=True, overrides=extras.overrides)
+            result = self._execute(
+                template,
+                txs,
+                strict=True,
+                overrides=extras.overrides,
+                withdrawals=tuple(getattr(block, "withdrawals", ())),
+                vm_class=vm_class,
+                around_tx=around_tx,
+            )
         except ValidationError as exc:
             raise InvalidBlock(claimed.block_number, claimed.hash, str(exc)) from exc
         computed = result.header
@@ -204,10 +239,15 @@ class BlockExecutor:
         *,
         strict: bool,
         overrides: tuple[AccountOverride, ...] = (),
+        withdrawals: tuple[WithdrawalAPI, ...] = (),
+        vm_class: type[VM] | None = None,
+        around_tx: TxHook | None = None,
     ) -> BlockResult:
+        """The one execution of a block's transactions: building, importing, replaying and
+        tracing all run it."""
         overlay = StateOverlay(self.reader.store.state_db())
         chaindb = self.reader.evm_chaindb(overlay)
-        vm = self.vm_class(
+        vm = (vm_class or self.vm_class)(
             header=template,
             chaindb=chaindb,
             chain_context=self._chain_context,
@@ -253,7 +293,11 @@ class BlockExecutor:
                 continue
             # Past validation nothing may fail quietly: a half-applied transaction would be in
             # the state but not the block. An error here fails the whole block.
-            receipt, computation = vm.apply_transaction(header, tx)
+            if around_tx is None:
+                receipt, computation = vm.apply_transaction(header, tx)
+            else:
+                with around_tx(len(applied), vm.state):
+                    receipt, computation = vm.apply_transaction(header, tx)
             header = vm.add_receipt_to_header(header, receipt)
             if tx.type_id == BLOB_TX_TYPE:  # a header copy per transaction is costly; skip it
                 header = vm.increment_blob_gas_used(header, tx)
@@ -265,8 +309,10 @@ class BlockExecutor:
             computations.append(computation)
             senders.append(sender)
 
+        if withdrawals:  # Cairn producers make none; blocks of other clients carry them
+            vm.apply_all_withdrawals(withdrawals)
         filled = vm.set_block_transactions_and_withdrawals(
-            vm.get_block(), header, applied, receipts, withdrawals=()
+            vm.get_block(), header, applied, receipts, withdrawals=withdrawals
         )
         mined, witness = vm.mine_block(vm.block_postprocessing(filled))
         return BlockResult(

@@ -132,6 +132,68 @@ class CallParams:
     value: int = 0
     data: bytes = b""
     access_list: tuple[tuple[Address, tuple[int, ...]], ...] = field(default=())
+    # geth's state and block overrides (eth_call's 3rd and 4th parameters, debug_traceCall's
+    # stateOverrides / blockOverrides): applied to this call's throw-away state only.
+    overrides: CallOverrides | None = None
+
+
+@dataclass(frozen=True)
+class StateOverride:
+    """geth's OverrideAccount: `state` replaces the whole storage, `state_diff` sets slots."""
+
+    address: Address
+    balance: int | None = None
+    nonce: int | None = None
+    code: bytes | None = None
+    state: tuple[tuple[int, int], ...] | None = None
+    state_diff: tuple[tuple[int, int], ...] = ()
+
+
+@dataclass(frozen=True)
+class BlockOverrides:
+    """geth's BlockOverrides: the execution context's block fields."""
+
+    number: int | None = None
+    time: int | None = None
+    gas_limit: int | None = None
+    fee_recipient: Address | None = None
+    prev_randao: bytes | None = None
+    base_fee: int | None = None
+
+
+@dataclass(frozen=True)
+class CallOverrides:
+    state: tuple[StateOverride, ...] = ()
+    block: BlockOverrides | None = None
+
+
+def apply_state_overrides(state: StateAPI, overrides: tuple[StateOverride, ...]) -> None:
+    for o in overrides:
+        if o.balance is not None:
+            state.set_balance(o.address, o.balance)
+        if o.nonce is not None:
+            state.set_nonce(o.address, o.nonce)
+        if o.code is not None:
+            state.set_code(o.address, o.code)
+        if o.state is not None:
+            state.delete_storage(o.address)
+            for slot, value in o.state:
+                state.set_storage(o.address, slot, value)
+        for slot, value in o.state_diff:
+            state.set_storage(o.address, slot, value)
+
+
+def _block_fields(block: BlockOverrides | None) -> dict[str, Any]:
+    if block is None:
+        return {}
+    fields = {
+        "block_number": block.number,
+        "timestamp": block.time,
+        "gas_limit": block.gas_limit,
+        "coinbase": block.fee_recipient,
+        "mix_hash": block.prev_randao,
+    }
+    return {k: v for k, v in fields.items() if v is not None}
 
 
 @dataclass(frozen=True)
@@ -207,8 +269,14 @@ class CallRunner:
         self._warm: tuple[tuple[bytes, int], StateAPI] | None = None
         self._warm_lock = threading.Lock()
 
-    def _costless_state(self, header: BlockHeaderAPI) -> StateAPI:
-        """What py-evm's `VM.in_costless_state` builds: the next block's context, base fee 0."""
+    def _costless_state(
+        self,
+        header: BlockHeaderAPI,
+        overrides: CallOverrides | None = None,
+        traced: type[VM] | None = None,
+    ) -> StateAPI:
+        """What py-evm's `VM.in_costless_state` builds: the next block's context, base fee 0;
+        with `overrides`, their block fields in the context and their accounts in the state."""
         overlay = StateOverlay(self.reader.state_db())
         vm_class = self.reader.fork.vm_class
         vm = vm_class(
@@ -218,10 +286,14 @@ class CallRunner:
             consensus_context=ConsensusContext(overlay.db),
         )
         child = vm.generate_block_from_parent_header_and_coinbase(header, header.coinbase)
-        free_header = child.header.copy(base_fee_per_gas=0)
+        block = overrides.block if overrides is not None else None
+        free_header = child.header.copy(base_fee_per_gas=0, **_block_fields(block))
         previous = itertools.chain((header.hash,), vm.previous_hashes or ())
         context = vm_class.create_execution_context(free_header, previous, self._chain_context)
-        state: StateAPI = call_state_class(vm_class)(overlay.db, context, free_header.state_root)
+        state_class = call_state_class(vm_class) if traced is None else traced.get_state_class()
+        state: StateAPI = state_class(overlay.db, context, free_header.state_root)
+        if overrides is not None:
+            apply_state_overrides(state, overrides.state)
         return state
 
     def _run(
@@ -231,6 +303,10 @@ class CallRunner:
         gas: int,
         vm_class: type[VM] | None = None,
     ) -> CallOutcome:
+        if params.overrides is not None:
+            # Overrides change the state and context: a fresh state, never the warm one.
+            state = self._costless_state(header, params.overrides, vm_class)
+            return self._apply(vm_class or self.reader.fork.vm_class, state, params, gas)
         if vm_class is None:
             with self._warm_lock:
                 key = (bytes(header.hash), int(time.time()))

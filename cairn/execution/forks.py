@@ -11,11 +11,13 @@ from eth.abc import (
     ReceiptBuilderAPI,
     SignedTransactionAPI,
     TransactionBuilderAPI,
+    WithdrawalAPI,
 )
 from eth.vm.base import VM
 from eth.vm.forks import CancunVM, PragueVM
 from eth.vm.forks.cancun.headers import CancunBlockHeader
 from eth.vm.forks.prague.headers import PragueBlockHeader
+from eth.vm.forks.shanghai.withdrawals import Withdrawal
 
 from cairn.errors import ConfigError
 from cairn.execution.vm import cairn_vm
@@ -51,6 +53,9 @@ class Fork:
 
     def decode_receipt(self, raw: bytes) -> ReceiptAPI:
         return self.receipt_builder.decode(raw)
+
+    def decode_withdrawal(self, raw: bytes) -> WithdrawalAPI:
+        return Withdrawal.decode(raw)
 
 
 def fork_named(name: str) -> Fork:

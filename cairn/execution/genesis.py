@@ -21,7 +21,6 @@ def genesis_block(genesis: Genesis, fork: Fork) -> BlockResult:
         timestamp=genesis.timestamp,
         extra_data=genesis.extra_data,
         coinbase=genesis.coinbase,
-        difficulty=genesis.difficulty,
         mix_hash=genesis.mix_hash,
         nonce=genesis.nonce,
         base_fee_per_gas=genesis.base_fee_per_gas,
@@ -36,7 +35,9 @@ def genesis_block(genesis: Genesis, fork: Fork) -> BlockResult:
         for slot, value in account.storage.items():
             state.set_storage(address, slot, value)
     state.persist()
-    header = draft.copy(state_root=state.state_root)
+    # Paris headers refuse a difficulty, but a geth genesis reaching the merge by total
+    # difficulty (terminalTotalDifficulty) carries one; it is part of the genesis hash.
+    header = draft.copy(state_root=state.state_root, difficulty=genesis.difficulty)
     block = fork.vm_class.get_block_class()(header, transactions=[], uncles=[], withdrawals=[])
     return BlockResult(
         block=block,

@@ -131,7 +131,8 @@ class ChainReader:
             raise KeyError(number)
         txs = [self.fork.decode_transaction(raw) for raw in body.transactions]
         block_class = self.fork.vm_class.get_block_class()
-        block = block_class(header, transactions=txs, uncles=[], withdrawals=[])
+        withdrawals = [self.fork.decode_withdrawal(raw) for raw in body.withdrawals]
+        block = block_class(header, transactions=txs, uncles=[], withdrawals=withdrawals)
         return StoredBlock(
             block=block,
             senders=tuple(Address(s) for s in body.senders),

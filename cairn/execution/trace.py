@@ -1,8 +1,9 @@
 """Tracing: committed transactions and calls re-executed by py-evm with instruments attached.
 
-py-evm has no tracer API, so this module re-runs a block on its parent's archived state with a
-computation class of its own: a few opcodes are wrapped to tag each child frame with the
-opcode that made it (CALL, STATICCALL, CREATE2 ...), logs remember their position among the
+py-evm has no tracer API, so this module replays a block with `BlockExecutor.replay` (the one
+execution function that built and imported it, every root checked) on its parent's archived
+state, with a computation class of its own: a few opcodes are wrapped to tag each child frame
+with the opcode that made it (CALL, STATICCALL, CREATE2 ...), logs remember their position among the
 frame's calls, and, when a struct log or an access list is wanted, the opcode loop itself is
 replaced by an instrumented copy of py-evm's `BaseComputation.apply_computation`.
 
@@ -24,8 +25,9 @@ from dataclasses import dataclass, field, replace
 from functools import cache
 from typing import Any, cast
 
-from eth._utils.address import generate_contract_address
+from eth._utils.address import generate_contract_address, generate_safe_contract_address
 from eth.abc import (
+    BlockAPI,
     BlockHeaderAPI,
     ComputationAPI,
     MessageAPI,
@@ -33,7 +35,6 @@ from eth.abc import (
     TransactionContextAPI,
 )
 from eth.chains.base import ChainContext
-from eth.consensus.context import ConsensusContext
 from eth.exceptions import (
     FullStack,
     Halt,
@@ -53,7 +54,8 @@ from eth.vm.stack import Stack
 from eth.vm.state import BaseState
 from eth_typing import Address
 
-from cairn.errors import ExecutionFailed, ExecutionTimeout, NotFound
+from cairn.errors import ExecutionFailed, ExecutionTimeout, InvalidBlock, NotFound
+from cairn.execution.builder import BlockExecutor
 from cairn.execution.call import (
     CallParams,
     CallRunner,
@@ -62,7 +64,7 @@ from cairn.execution.call import (
     execution_deadline,
     unpack_revert_reason,
 )
-from cairn.execution.evmdb import StateOverlay
+from cairn.execution.devstate import NO_EXTRAS, DevExtras
 from cairn.execution.reader import ChainReader
 from cairn.execution.vmerrors import geth_vm_error
 
@@ -81,15 +83,6 @@ _CREATES = frozenset({0xF0, 0xF5})
 _TOUCH_TOP_ADDRESS = frozenset({0x31, 0x3B, 0x3C, 0x3F, 0xFF})
 _TOUCH_CALL_ADDRESS = frozenset({0xF1, 0xF2, 0xF4, 0xFA})
 _ADDRESS_MASK = (1 << 160) - 1
-# Header fields that were chosen by the block's producer; the replay takes them as they are.
-_PRODUCER_FIELDS = (
-    "timestamp",
-    "coinbase",
-    "gas_limit",
-    "extra_data",
-    "mix_hash",
-    "parent_beacon_block_root",
-)
 _DEADLINE_EVERY = 2048  # opcode steps between two clock reads
 # Estimated JSON bytes of one struct-log step: its fixed fields, each stack value (hex and
 # punctuation), each 32-byte memory word ("0x" + 64 hex digits, quotes, comma), each
@@ -121,6 +114,132 @@ class TraceOptions:
     only_top_call: bool = False
     with_log: bool = False
     timeout: float = 5.0
+    diff_mode: bool = False  # prestateTracer: {pre, post} of what changed
+
+
+PRESTATE_TRACER = "prestateTracer"
+
+
+@dataclass
+class AccountState:
+    """One account as geth's prestateTracer shows it."""
+
+    balance: int
+    nonce: int
+    code: bytes
+    storage: dict[int, int] = field(default_factory=dict)
+
+    @property
+    def is_empty(self) -> bool:
+        return not (self.balance or self.nonce or self.code or any(self.storage.values()))
+
+
+@dataclass(frozen=True)
+class AccountChange:
+    """An account's fields after a transaction, those that changed only (None: unchanged)."""
+
+    balance: int | None
+    nonce: int | None
+    code: bytes | None
+    storage: dict[int, int]
+
+
+@dataclass(frozen=True)
+class PrestateResult:
+    """geth's prestateTracer: the state a transaction read before it ran (`post` is None), or
+    in diff mode what it changed: `pre` (whole accounts, changed slots) and `post`."""
+
+    pre: dict[bytes, AccountState]
+    post: dict[bytes, AccountChange] | None = None
+
+
+class PrestateCollector:
+    """Accounts and slots a transaction touches, each read from the state the first time it
+    is seen (before the opcode that touches it runs), as geth's prestateTracer does."""
+
+    def __init__(self) -> None:
+        self.accounts: dict[bytes, AccountState] = {}
+        self.created: set[bytes] = set()
+
+    def lookup(self, state: StateAPI, address: bytes) -> None:
+        if address in self.accounts:
+            return
+        who = Address(address)
+        self.accounts[address] = AccountState(
+            balance=state.get_balance(who), nonce=state.get_nonce(who), code=state.get_code(who)
+        )
+
+    def lookup_slot(self, state: StateAPI, address: bytes, slot: int) -> None:
+        self.lookup(state, address)
+        account = self.accounts.get(address)
+        if account is not None and slot not in account.storage:
+            account.storage[slot] = state.get_storage(Address(address), slot)
+
+    def on_opcode(self, computation: BaseComputation, op: int, values: list[int | bytes]) -> None:
+        state = computation.state
+        if op in (SLOAD, SSTORE) and values:
+            self.lookup_slot(state, bytes(computation.msg.storage_address), _as_int(values[-1]))
+        elif op in _TOUCH_TOP_ADDRESS and values:
+            self.lookup(state, _as_address(values[-1]))
+        elif op in _TOUCH_CALL_ADDRESS and len(values) >= 5:
+            self.lookup(state, _as_address(values[-2]))
+        elif op in _CREATES:
+            creator = computation.msg.storage_address
+            if op == 0xF0:
+                created = generate_contract_address(creator, state.get_nonce(creator))
+            elif len(values) >= 4:
+                offset, size = _as_int(values[-2]), _as_int(values[-3])
+                memory = cast(Memory, computation._memory)._bytes
+                init = bytes(memory[offset : offset + size]).ljust(size, b"\x00")
+                created = generate_safe_contract_address(creator, _as_int(values[-4]), init)
+            else:
+                return
+            self.lookup(state, bytes(created))
+            self.created.add(bytes(created))
+
+    def result(self, state: StateAPI, diff_mode: bool, deleted: set[bytes]) -> PrestateResult:
+        """After the transaction: drop created accounts that did not exist before; in diff
+        mode keep only what changed, with the new values in `post`."""
+        pre = {a: s for a, s in self.accounts.items() if not (a in self.created and s.is_empty)}
+        if not diff_mode:
+            return PrestateResult(pre)
+        kept: dict[bytes, AccountState] = {}
+        post: dict[bytes, AccountChange] = {}
+        for address, before in sorted(self.accounts.items()):
+            if address in deleted:
+                kept[address] = before
+                continue
+            who = Address(address)
+            after = AccountState(state.get_balance(who), state.get_nonce(who), state.get_code(who))
+            changed_storage = {
+                slot: value
+                for slot, value in before.storage.items()
+                if state.get_storage(who, slot) != value
+            }
+            modified = (
+                after.balance != before.balance
+                or after.nonce != before.nonce
+                or after.code != before.code
+                or bool(changed_storage)
+            )
+            if not modified:
+                continue
+            post_storage = {
+                slot: state.get_storage(who, slot)
+                for slot in changed_storage
+                if state.get_storage(who, slot)
+            }
+            post[address] = AccountChange(
+                balance=after.balance if after.balance != before.balance else None,
+                nonce=after.nonce if after.nonce != before.nonce else None,
+                code=after.code if after.code != before.code else None,
+                storage=post_storage,
+            )
+            # geth leaves slots that were empty before out of `pre`
+            pre_storage = {k: v for k, v in changed_storage.items() if v}
+            kept[address] = AccountState(before.balance, before.nonce, before.code, pre_storage)
+        pre = {a: s for a, s in kept.items() if not (a in self.created and s.is_empty)}
+        return PrestateResult(pre, post)
 
 
 @dataclass(frozen=True)
@@ -173,7 +292,7 @@ class StructResult:
     steps: list[StructStep]
 
 
-TraceResult = CallFrame | StructResult
+TraceResult = CallFrame | StructResult | PrestateResult
 
 
 @dataclass(frozen=True)
@@ -241,10 +360,12 @@ class _Probe:
         steps: StructLogOptions | None = None,
         access: AccessCollector | None = None,
         budget: _Budget | None = None,
+        prestate: PrestateCollector | None = None,
     ) -> None:
         self.steps_options = steps
         self.budget = budget
         self.access = access
+        self.prestate = prestate
         self.steps: list[StructStep] = []
         self.storage: dict[bytes, dict[int, int]] = {}
         # running frames with the refunds their finished children have settled
@@ -253,7 +374,9 @@ class _Probe:
 
     @property
     def instruments_opcodes(self) -> bool:
-        return self.steps_options is not None or self.access is not None
+        return (
+            self.steps_options is not None or self.access is not None or self.prestate is not None
+        )
 
     def refund(self) -> int:
         total = 0
@@ -270,6 +393,8 @@ class _Probe:
         values = _stack_values(computation)
         if self.access is not None:
             self._collect_access(computation, op, values)
+        if self.prestate is not None:
+            self.prestate.on_opcode(computation, op, values)
         options = self.steps_options
         if options is None or (options.limit and len(self.steps) >= options.limit):
             return None
@@ -679,6 +804,7 @@ class _Ran:
     computation: ComputationAPI
     gas_used: int
     log_offset: int
+    prestate: PrestateResult | None = None
 
 
 class Tracer:
@@ -733,59 +859,92 @@ class Tracer:
         except ExecutionTimeout:
             raise ExecutionFailed("execution timeout") from None
 
+    def trace_raw_block(self, block: BlockAPI, options: TraceOptions) -> list[TxTrace]:
+        """debug_traceBlock: a block given whole (canonical or not) replayed on its parent's
+        state; its every root must come out as it claims."""
+        number = self.reader.store.load_number(block.header.hash)
+        if number is not None:
+            return self.trace_block(number, options)
+        with self._request():
+            wanted = range(len(block.transactions))
+            return list(self._replay_block(block, NO_EXTRAS, wanted, options))
+
     def _replay(self, number: int, wanted: range, options: TraceOptions) -> Iterator[TxTrace]:
         stored = self.reader.block_by_number(number)
-        parent = self.reader.header_by_number(number - 1)
-        if stored is None or parent is None:
+        if stored is None or number == 0:
             raise NotFound(f"block #{number} not found")
-        claimed = stored.header
-        vm_class = traced_vm_class(self.reader.fork.vm_class)
-        fields = {n: getattr(claimed, n) for n in _PRODUCER_FIELDS if hasattr(claimed, n)}
-        template = vm_class.create_header_from_parent(parent, **fields)
-        overlay = StateOverlay(self.reader.store.state_db())
-        vm = vm_class(
-            header=template,
-            chaindb=self.reader.evm_chaindb(overlay),
-            chain_context=self._chain_context,
-            consensus_context=ConsensusContext(overlay.db),
-        )
-        vm.block_preprocessing(vm.get_block())
-        header = vm.get_header()
-        log_offset = 0
-        previous_gas = 0
+        raw_extras = self.reader.store.load_dev_extras(number)
+        extras = DevExtras.decode(raw_extras) if raw_extras else NO_EXTRAS
+        return self._replay_block(stored.block, extras, wanted, options)
+
+    def _replay_block(
+        self, block: BlockAPI, extras: DevExtras, wanted: range, options: TraceOptions
+    ) -> Iterator[TxTrace]:
+        """Replay `block` with `BlockExecutor.replay` — the execution that built and imported
+        it — instrumented, probes attached to the transactions in `wanted`."""
+        number = block.header.block_number
         budget = _Budget(self.max_bytes) if self.max_bytes else None
-        for index, tx in enumerate(stored.transactions[: wanted.stop]):
-            probe = self._probe(options, budget) if index in wanted else None
+        probes = {index: self._probe(options, budget) for index in wanted}
+
+        prestates: dict[int, PrestateResult] = {}
+        coinbase = bytes(block.header.coinbase)
+
+        @contextmanager
+        def around(index: int, state: StateAPI) -> Iterator[None]:
+            probe = probes.get(index)
+            collector = probe.prestate if probe is not None else None
+            if collector is not None:  # geth's OnTxStart: sender, recipient, coinbase
+                tx = block.transactions[index]
+                for address in (bytes(tx.sender), coinbase):
+                    collector.lookup(state, address)
+                if tx.to:
+                    collector.lookup(state, bytes(tx.to))
+                else:
+                    created = bytes(generate_contract_address(tx.sender, tx.nonce))
+                    collector.lookup(state, created)
+                    collector.created.add(created)
             with _Attached(probe), execution_deadline(options.timeout if probe else 0.0):
-                receipt, computation = vm.apply_transaction(header, tx)
-            if receipt.encode() != stored.receipts[index].encode():
-                # A trace of anything but what the chain holds would be a lie: refuse it.
-                raise ExecutionFailed(
-                    f"replaying block #{number} diverged at transaction {index} "
-                    f"(0x{tx.hash.hex()}): its receipt differs from the stored one"
-                )
-            header = vm.add_receipt_to_header(header, receipt)
-            header = vm.increment_blob_gas_used(header, tx)
-            ran = _Ran(
-                sender=bytes(stored.senders[index]),
-                computation=computation,
-                gas_used=receipt.gas_used - previous_gas,
-                log_offset=log_offset,
+                yield
+            if collector is not None:
+                prestates[index] = collector.result(state, options.diff_mode, set())
+
+        vm_class = traced_vm_class(self.reader.fork.vm_class)
+        try:
+            result = BlockExecutor(self.reader).replay(
+                block, extras, vm_class=vm_class, around_tx=around
             )
+        except InvalidBlock as exc:
+            # A trace of anything but what the chain holds would be a lie: refuse it.
+            raise ExecutionFailed(f"replaying block #{number} diverged: {exc.reason}") from exc
+        previous_gas = 0
+        log_offset = 0
+        for index, receipt in enumerate(result.receipts[: wanted.stop]):
+            if index in wanted:
+                ran = _Ran(
+                    sender=bytes(result.senders[index]),
+                    computation=result.computations[index],
+                    gas_used=receipt.gas_used - previous_gas,
+                    log_offset=log_offset,
+                    prestate=prestates.get(index),
+                )
+                tx = block.transactions[index]
+                yield TxTrace(tx.hash, self._result(ran, probes[index], options, gas=tx.gas))
             previous_gas = receipt.gas_used
             log_offset += len(receipt.logs)
-            if probe is not None:
-                yield TxTrace(tx.hash, self._result(ran, probe, options, gas=tx.gas))
 
     @staticmethod
     def _probe(options: TraceOptions, budget: _Budget | None) -> _Probe:
         if options.tracer is None:
             return _Probe(steps=options.struct, budget=budget)
+        if options.tracer == PRESTATE_TRACER:
+            return _Probe(prestate=PrestateCollector())
         return _Probe()
 
     @staticmethod
     def _result(ran: _Ran, probe: _Probe, options: TraceOptions, *, gas: int) -> TraceResult:
         computation = ran.computation
+        if probe.prestate is not None and ran.prestate is not None:
+            return ran.prestate
         if options.tracer is None:
             failed = computation.is_error
             output = bytes(computation.output)
@@ -806,6 +965,11 @@ class Tracer:
         self, header: BlockHeaderAPI, params: CallParams, options: TraceOptions
     ) -> TraceResult:
         """debug_traceCall: `params` run on the state after `header`, nothing kept."""
+        if options.tracer == PRESTATE_TRACER:
+            raise ExecutionFailed(
+                "prestateTracer is not supported by Cairn's debug_traceCall; trace a mined "
+                "transaction with debug_traceTransaction"
+            )
         gas = self._call_gas(params)
         budget = _Budget(self.max_bytes) if self.max_bytes else None
         probe = self._probe(options, budget)

@@ -36,6 +36,12 @@ class ConsensusParams:
     timeout_vote: float = 1.0
 
     @property
+    def is_foreign(self) -> bool:
+        """A chain made by another client (its genesis has no `cairn` section): no producer
+        can sign its blocks, which enter only by trusted import."""
+        return not self.producers
+
+    @property
     def threshold(self) -> int:
         """Distinct producer signatures a commit needs: 1 for a sequencer, > 2/3 otherwise."""
         if self.mode == "sequencer":

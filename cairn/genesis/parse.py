@@ -59,13 +59,128 @@ def _address(value: Any, where: str) -> Address:
     return Address(to_canonical_address(text))
 
 
-def _fork(config: Mapping[str, Any], cairn: Mapping[str, Any]) -> str:
+# geth's fork keys in activation order: (key, the fork it starts). Block-numbered forks
+# before the merge, timestamped forks after it.
+_BLOCK_FORKS = (
+    "homesteadBlock",
+    "eip150Block",
+    "eip155Block",
+    "eip158Block",
+    "byzantiumBlock",
+    "constantinopleBlock",
+    "petersburgBlock",
+    "istanbulBlock",
+    "muirGlacierBlock",
+    "berlinBlock",
+    "londonBlock",
+    "arrowGlacierBlock",
+    "grayGlacierBlock",
+    "mergeNetsplitBlock",
+)
+_TIME_FORKS = (("shanghaiTime", "shanghai"), ("cancunTime", "cancun"), ("pragueTime", "prague"))
+# Forks geth knows and py-evm 0.12 does not: a chain that reaches one cannot be executed.
+_UNSUPPORTED_TIME_FORKS = (
+    "osakaTime",
+    "bpo1Time",
+    "bpo2Time",
+    "bpo3Time",
+    "bpo4Time",
+    "bpo5Time",
+    "amsterdamTime",
+    "verkleTime",
+)
+# The blob parameters py-evm hard-codes per fork (EIP-4844, EIP-7691).
+_BLOB_SCHEDULE = {
+    "cancun": {"target": 3, "max": 6, "baseFeeUpdateFraction": 3_338_477},
+    "prague": {"target": 6, "max": 9, "baseFeeUpdateFraction": 5_007_716},
+}
+# py-evm scans deposit logs of the mainnet deposit contract (EIP-6110); geth the configured one.
+_MAINNET_DEPOSIT_CONTRACT = "0x00000000219ab540356cbb839cbe05303d7705fa"
+
+
+def _fork_from_config(config: Mapping[str, Any], timestamp: int, difficulty: int) -> str:
+    """The fork a geth `config` runs from genesis, or a `GenesisError` naming the key that
+    Cairn cannot follow. Cairn runs one fork for the whole chain (py-evm's Cancun or Prague):
+    every earlier fork must be active at genesis and none may start later."""
+    for key in _BLOCK_FORKS:
+        if key in config and config[key] is not None and _int(config[key], f"config.{key}"):
+            raise GenesisError(
+                f"config.{key} = {config[key]}: Cairn runs one fork from genesis (cancun or "
+                "prague), so every fork before it must be active at block 0"
+            )
+    dao = config.get("daoForkBlock")
+    if dao is not None and _int(dao, "config.daoForkBlock"):
+        raise GenesisError("config.daoForkBlock: the DAO fork is not supported")
+    ttd = config.get("terminalTotalDifficulty")
+    if ttd is not None and _int(ttd, "config.terminalTotalDifficulty") > difficulty:
+        raise GenesisError(
+            f"config.terminalTotalDifficulty = {ttd} is above the genesis difficulty "
+            f"{difficulty}: the chain starts with proof of work, which Cairn does not run"
+        )
+    for key in _UNSUPPORTED_TIME_FORKS:
+        if key in config and config[key] is not None:
+            name = key.removesuffix("Time")
+            raise GenesisError(
+                f"config.{key} = {config[key]}: py-evm has no {name} fork, so Cairn cannot run "
+                f"a chain that schedules it; remove {key} (Cairn runs up to prague)"
+            )
+    fork = None
+    for key, name in _TIME_FORKS:
+        if key not in config or config[key] is None:
+            continue  # Cairn's own files name only the fork they run; earlier ones are implied
+        at = _int(config[key], f"config.{key}")
+        if at > timestamp:
+            raise GenesisError(
+                f"config.{key} = {at} is after the genesis timestamp {timestamp}: Cairn runs one "
+                "fork from genesis, so forks cannot be scheduled later"
+            )
+        fork = name
+    if fork not in ("cancun", "prague"):
+        raise GenesisError(
+            "config: Cairn runs cancun or prague from genesis; set shanghaiTime, cancunTime "
+            "(and pragueTime) to the genesis timestamp"
+        )
+    _check_blob_schedule(config.get("blobSchedule"))
+    deposit = config.get("depositContractAddress")
+    if fork == "prague" and deposit is not None:
+        address = _address(deposit, "config.depositContractAddress")
+        if any(address) and "0x" + address.hex() != _MAINNET_DEPOSIT_CONTRACT:
+            raise GenesisError(
+                f"config.depositContractAddress {deposit}: py-evm reads deposit requests "
+                f"(EIP-6110) from {_MAINNET_DEPOSIT_CONTRACT} only"
+            )
+    return fork
+
+
+def _check_blob_schedule(schedule: Any) -> None:
+    """Entries for cancun and prague must be py-evm's; later forks' entries are ignored
+    (their activation keys are refused)."""
+    if schedule is None:
+        return
+    if not isinstance(schedule, dict):
+        raise GenesisError("config.blobSchedule: expected an object of fork -> parameters")
+    for name, params in schedule.items():
+        wanted = _BLOB_SCHEDULE.get(name)
+        if wanted is None:
+            continue
+        if not isinstance(params, dict):
+            raise GenesisError(f"config.blobSchedule.{name}: expected an object")
+        for field, value in wanted.items():
+            got = _int(params.get(field, value), f"config.blobSchedule.{name}.{field}")
+            if got != value:
+                raise GenesisError(
+                    f"config.blobSchedule.{name}.{field} = {got}: py-evm runs {name} with "
+                    f"{field} {value} only"
+                )
+
+
+def _fork(
+    config: Mapping[str, Any], cairn: Mapping[str, Any], timestamp: int, difficulty: int
+) -> str:
     if "fork" in cairn:
         fork = str(cairn["fork"]).lower()
-    elif "pragueTime" in config:
-        fork = "prague"
-    elif "cancunTime" in config:
-        fork = "cancun"
+    elif "cancunTime" in config or "pragueTime" in config:
+        fork = _fork_from_config(config, timestamp, difficulty)
     else:
         fork = DEFAULT_FORK
     if fork not in FORKS:
@@ -73,7 +188,15 @@ def _fork(config: Mapping[str, Any], cairn: Mapping[str, Any]) -> str:
     return fork
 
 
-def _consensus(config: Mapping[str, Any], cairn: Mapping[str, Any]) -> ConsensusParams:
+def _consensus(
+    config: Mapping[str, Any], cairn: Mapping[str, Any] | None, timestamp: int, difficulty: int
+) -> ConsensusParams:
+    if cairn is None:
+        # A genesis made for another client: no Cairn producers, so no block of this chain
+        # can carry a valid commit; its blocks enter only by trusted import (`cairn import`).
+        return ConsensusParams(
+            mode="sequencer", producers=(), fork=_fork(config, {}, timestamp, difficulty)
+        )
     mode = str(cairn.get("mode", "sequencer"))
     if mode not in ("sequencer", "validators"):
         raise GenesisError(f"cairn.mode: {mode!r}; expected 'sequencer' or 'validators'")
@@ -105,7 +228,7 @@ def _consensus(config: Mapping[str, Any], cairn: Mapping[str, Any]) -> Consensus
         producers=producers,
         block_time=float(block_time),
         empty_blocks=bool(cairn.get("emptyBlocks", False)),
-        fork=_fork(config, cairn),
+        fork=_fork(config, cairn, timestamp, difficulty),
         timeout_propose=timeouts["timeoutPropose"],
         timeout_vote=timeouts["timeoutVote"],
     )
@@ -143,8 +266,8 @@ def parse_genesis(data: Mapping[str, Any]) -> Genesis:
     config = data.get("config")
     if not isinstance(config, dict) or "chainId" not in config:
         raise GenesisError("config.chainId is required")
-    cairn = data.get("cairn", {})
-    if not isinstance(cairn, dict):
+    cairn = data.get("cairn")
+    if cairn is not None and not isinstance(cairn, dict):
         raise GenesisError("cairn: expected an object")
     chain_id = _int(config["chainId"], "config.chainId")
     if chain_id == 0:
@@ -155,16 +278,18 @@ def parse_genesis(data: Mapping[str, Any]) -> Genesis:
     gas_limit = _int(data.get("gasLimit", 30_000_000), "gasLimit")
     if gas_limit < 5000:
         raise GenesisError(f"gasLimit: {gas_limit} is below the protocol minimum of 5000")
+    timestamp = _int(data.get("timestamp", 0), "timestamp")
+    difficulty = _int(data.get("difficulty", 0), "difficulty")
     return Genesis(
         chain_id=chain_id,
         alloc=_alloc(data.get("alloc", {})),
-        consensus=_consensus(config, cairn),
+        consensus=_consensus(config, cairn, timestamp, difficulty),
         gas_limit=gas_limit,
         base_fee_per_gas=_int(data.get("baseFeePerGas", 1_000_000_000), "baseFeePerGas"),
-        timestamp=_int(data.get("timestamp", 0), "timestamp"),
+        timestamp=timestamp,
         extra_data=extra,
         coinbase=_address(data.get("coinbase", "0x" + "00" * 20), "coinbase"),
-        difficulty=_int(data.get("difficulty", 0), "difficulty"),
+        difficulty=difficulty,
         mix_hash=_bytes(data.get("mixHash", "0x" + "00" * 32), "mixHash", 32),
         nonce=_bytes(data.get("nonce", "0x0"), "nonce", 8),
     )
@@ -225,6 +350,7 @@ def genesis_to_json(genesis: Genesis) -> dict[str, Any]:
             "shanghaiTime": 0,
             **fork_times,
             "terminalTotalDifficulty": 0,
+            "blobSchedule": {f: _BLOB_SCHEDULE[f] for f in ("cancun", c.fork)},
         },
         "nonce": "0x" + genesis.nonce.hex(),
         "timestamp": _hex(genesis.timestamp),
@@ -235,16 +361,20 @@ def genesis_to_json(genesis: Genesis) -> dict[str, Any]:
         "coinbase": to_checksum_address(genesis.coinbase),
         "baseFeePerGas": _hex(genesis.base_fee_per_gas),
         "alloc": alloc,
-        "cairn": {
-            "mode": c.mode,
-            "producers": [to_checksum_address(p) for p in c.producers],
-            "blockTime": c.block_time,
-            "emptyBlocks": c.empty_blocks,
-            "fork": c.fork,
-            **(
-                {"timeoutPropose": c.timeout_propose, "timeoutVote": c.timeout_vote}
-                if c.mode == "validators"
-                else {}
-            ),
-        },
+        **({} if c.is_foreign else {"cairn": _cairn_section(c)}),
+    }
+
+
+def _cairn_section(c: ConsensusParams) -> dict[str, Any]:
+    return {
+        "mode": c.mode,
+        "producers": [to_checksum_address(p) for p in c.producers],
+        "blockTime": c.block_time,
+        "emptyBlocks": c.empty_blocks,
+        "fork": c.fork,
+        **(
+            {"timeoutPropose": c.timeout_propose, "timeoutVote": c.timeout_vote}
+            if c.mode == "validators"
+            else {}
+        ),
     }

@@ -1,5 +1,5 @@
 """The `cairn` command: dev, run, init, account, db (version, dumpgenesis and account import
-in cli_tools)."""
+in cli_tools; export and import in cli_data)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from cairn.genesis.model import Genesis
 from cairn.genesis.parse import genesis_to_json, load_genesis
 from cairn.memory import MemoryBudget
 from cairn.mirror.service import has_password, redact
-from cairn.node import cli_mirror, cli_testnet, cli_tools
+from cairn.node import cli_data, cli_mirror, cli_testnet, cli_tools
 from cairn.node.config import add_options, resolve
 from cairn.node.faucet.service import FaucetConfig, parse_amount
 from cairn.node.keys import find_keystore, load_keystore, read_password, save_keystore
@@ -464,6 +464,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     cli_tools.add_commands(sub, account_sub)
     cli_testnet.add_commands(sub)
+    cli_data.add_commands(sub)
     cli_mirror.add_commands(sub)
     return parser
 

@@ -1,4 +1,5 @@
-"""The debug namespace: geth's tracers (callTracer and the struct logger) and raw RLP data.
+"""The debug namespace: geth's tracers (callTracer, flatCallTracer, 4byteTracer and the struct
+logger; debug_traceBlock for a block given as RLP) and raw RLP data.
 
 Traces re-execute blocks, so they run on the Backend's read executor, never on the event
 loop. A request runs at most --rpc.trace-timeout (a larger `timeout` option is cut to it),
@@ -11,12 +12,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import rlp
 
 from cairn.execution.trace import (
+    PRESTATE_TRACER,
     CallFrame,
+    PrestateResult,
     StructLogOptions,
     StructResult,
     TraceOptions,
@@ -32,9 +36,17 @@ from cairn.rpc.blocks import BlockResolver
 from cairn.rpc.dispatch import rpc_method
 from cairn.rpc.errors import LIMIT_EXCEEDED, SERVER_ERROR, RpcError, invalid_params
 from cairn.rpc.format import addr, hexb, q
+from cairn.rpc.overrides import parse_overrides
+from cairn.rpc.trace_api import TxPlace, flat_traces, four_bytes, intrinsic_gas
 
 T = TypeVar("T")
 CALL_TRACER = "callTracer"
+FLAT_CALL_TRACER = "flatCallTracer"
+FOUR_BYTE_TRACER = "4byteTracer"
+# debug_traceCall's config keys beside geth's TraceConfig
+_CALL_ONLY = ("stateOverrides", "blockOverrides", "txIndex")
+# Tracers made from callTracer frames, reshaped by cairn.rpc.trace_api.
+TRACERS = (CALL_TRACER, FLAT_CALL_TRACER, FOUR_BYTE_TRACER, PRESTATE_TRACER)
 # Go's time.ParseDuration units, as geth's "timeout" option takes them.
 _DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
@@ -67,8 +79,23 @@ class DebugNamespace:
     async def trace_transaction(self, tx_hash: Any, config: Any = None) -> Any:
         h = params.hash32(tx_hash, 0)
         options = parse_trace_config(config, 1, self.max_timeout)
+
+        def run() -> Any:
+            result = self.tracer.trace_transaction(h, options)
+            place, intrinsic = self._place(h)
+            return shape_trace(result, options, place, intrinsic)
+
         # Formatting a long struct log is heavy too: both stay off the event loop.
-        return await self._traced(lambda: format_trace(self.tracer.trace_transaction(h, options)))
+        return await self._traced(run)
+
+    def _place(self, tx_hash: bytes) -> tuple[TxPlace, int]:
+        location = self.reader.tx_location(tx_hash)
+        stored = None if location is None else self.reader.block_by_number(location[0])
+        if location is None or stored is None:
+            return TxPlace(tx_hash=tx_hash), 0
+        number, index = location
+        place = TxPlace(stored.header.hash, number, tx_hash, index)
+        return place, intrinsic_gas(stored.transactions[index])
 
     @rpc_method("debug_traceBlockByNumber")
     async def trace_block_by_number(self, block: Any, config: Any = None) -> list[dict[str, Any]]:
@@ -93,7 +120,30 @@ class DebugNamespace:
 
     async def _trace_block(self, number: int, options: TraceOptions) -> list[dict[str, Any]]:
         return await self._traced(
-            lambda: [format_tx_trace(t) for t in self.tracer.trace_block(number, options)]
+            lambda: self._shape_block(self.tracer.trace_block(number, options), options)
+        )
+
+    def _shape_block(self, traces: list[TxTrace], options: TraceOptions) -> list[dict[str, Any]]:
+        out = []
+        for trace in traces:
+            place, intrinsic = self._place(trace.tx_hash)
+            result = shape_trace(trace.result, options, place, intrinsic)
+            out.append({"txHash": hexb(trace.tx_hash), "result": result})
+        return out
+
+    @rpc_method("debug_traceBlock")
+    async def trace_raw_block(self, raw: Any, config: Any = None) -> list[dict[str, Any]]:
+        """geth's debug_traceBlock: the block given as RLP, replayed on its parent's state."""
+        encoded = params.data(raw, 0)
+        options = parse_trace_config(config, 1, self.max_timeout)
+        try:
+            block = rlp.decode(encoded, sedes=self.reader.fork.vm_class.get_block_class())
+        except (rlp.exceptions.DecodingError, rlp.exceptions.DeserializationError) as exc:
+            raise RpcError(SERVER_ERROR, f"could not decode block: {exc}") from None
+        if self.reader.store.load_number(block.header.parent_hash) is None:
+            raise RpcError(SERVER_ERROR, f"parent 0x{block.header.parent_hash.hex()} not found")
+        return await self._traced(
+            lambda: self._shape_block(self.tracer.trace_raw_block(block, options), options)
         )
 
     @rpc_method("debug_traceCall")
@@ -101,15 +151,18 @@ class DebugNamespace:
         call = params.call_params(tx, 0)
         header = self.blocks.header(params.block_ref(block, 1, default="latest"))
         if isinstance(config, dict):
-            for unsupported in ("stateOverrides", "blockOverrides", "txIndex"):
-                if config.get(unsupported) is not None:
-                    raise invalid_params(
-                        f"invalid argument 2: {unsupported} is not supported by Cairn's "
-                        "debug_traceCall; trace on the block's state without it"
-                    )
+            if config.get("txIndex") is not None:
+                raise invalid_params(
+                    "invalid argument 2: txIndex is not supported by Cairn's debug_traceCall; "
+                    "trace on the block's state without it"
+                )
+            extra = parse_overrides(config.get("stateOverrides"), config.get("blockOverrides"), 2)
+            if extra is not None:
+                call = replace(call, overrides=extra)
+            config = {k: v for k, v in config.items() if k not in _CALL_ONLY}
         options = parse_trace_config(config, 2, self.max_timeout)
         return await self._traced(
-            lambda: format_trace(self.tracer.trace_call(header, call, options))
+            lambda: shape_trace(self.tracer.trace_call(header, call, options), options, TxPlace())
         )
 
     # ------------------------------------------------------------ raw data
@@ -182,11 +235,11 @@ def parse_trace_config(value: Any, index: int, max_timeout: float = 0.0) -> Trac
         raise invalid_params(f"invalid argument {index}: tracer must be a string")
     if tracer == "":
         tracer = None
-    if tracer is not None and tracer != CALL_TRACER:
+    if tracer is not None and tracer not in TRACERS:
         raise RpcError(
             SERVER_ERROR,
-            f"tracer {tracer!r} not found: Cairn implements {CALL_TRACER!r} and the default "
-            "struct logger (leave tracer out)",
+            f"tracer {tracer!r} not found: Cairn implements {', '.join(TRACERS)} and the "
+            "default struct logger (leave tracer out)",
         )
     tracer_config = keys.get("tracerconfig")
     if tracer_config is None:
@@ -202,11 +255,13 @@ def parse_trace_config(value: Any, index: int, max_timeout: float = 0.0) -> Trac
         limit=_count(keys.get("limit"), index),
     )
     timeout = keys.get("timeout")
+    nested = tracer == CALL_TRACER
     return TraceOptions(
         tracer=tracer,
         struct=struct,
-        only_top_call=_flag(call_keys, "onlytopcall", index),
-        with_log=_flag(call_keys, "withlog", index),
+        only_top_call=nested and _flag(call_keys, "onlytopcall", index),
+        with_log=nested and _flag(call_keys, "withlog", index),
+        diff_mode=tracer == PRESTATE_TRACER and _flag(call_keys, "diffmode", index),
         timeout=_capped(5.0 if timeout is None else parse_duration(timeout), max_timeout),
     )
 
@@ -248,14 +303,55 @@ def parse_duration(value: Any) -> float:
 
 
 # ------------------------------------------------------------ JSON shapes (geth's)
+def shape_trace(
+    result: TraceResult, options: TraceOptions, place: TxPlace, intrinsic: int = 0
+) -> Any:
+    """One transaction's trace in the shape its tracer gives."""
+    if isinstance(result, CallFrame) and options.tracer == FLAT_CALL_TRACER:
+        return flat_traces(result, place, intrinsic_gas=intrinsic)
+    if isinstance(result, CallFrame) and options.tracer == FOUR_BYTE_TRACER:
+        return four_bytes(result)
+    return format_trace(result)
+
+
+def format_prestate(result: PrestateResult) -> dict[str, Any]:
+    """geth's prestateTracer JSON: nonce a number, zero nonce and empty code/storage left out."""
+
+    def account(balance: int | None, nonce: int | None, code: bytes | None,
+                storage: dict[int, int]) -> dict[str, Any]:  # fmt: skip
+        out: dict[str, Any] = {}
+        if balance is not None:
+            out["balance"] = q(balance)
+        if nonce:
+            out["nonce"] = nonce
+        if code:
+            out["code"] = hexb(code)
+        if storage:
+            out["storage"] = {
+                "0x" + k.to_bytes(32, "big").hex(): "0x" + v.to_bytes(32, "big").hex()
+                for k, v in sorted(storage.items())
+            }
+        return out
+
+    pre = {
+        addr(a): account(s.balance, s.nonce, s.code, s.storage)
+        for a, s in sorted(result.pre.items())
+    }
+    if result.post is None:
+        return pre
+    post = {
+        addr(a): account(c.balance, c.nonce, c.code, c.storage)
+        for a, c in sorted(result.post.items())
+    }
+    return {"post": post, "pre": pre}
+
+
 def format_trace(result: TraceResult) -> dict[str, Any]:
     if isinstance(result, StructResult):
         return format_struct(result)
+    if isinstance(result, PrestateResult):
+        return format_prestate(result)
     return format_frame(result)
-
-
-def format_tx_trace(trace: TxTrace) -> dict[str, Any]:
-    return {"txHash": hexb(trace.tx_hash), "result": format_trace(trace.result)}
 
 
 def format_frame(frame: CallFrame) -> dict[str, Any]:

@@ -100,6 +100,10 @@ def namespace_of(method: str) -> str:
     return method.split("_", 1)[0]
 
 
+# geth serves rpc_modules on every endpoint, whatever --http.api says.
+ALWAYS_OPEN = frozenset({"rpc"})
+
+
 @dataclass(frozen=True)
 class Access:
     """The namespaces one request may reach: None is every namespace. `flag` names the option
@@ -110,7 +114,7 @@ class Access:
     token: bool = False
 
     def allows(self, namespace: str) -> bool:
-        return self.namespaces is None or namespace in self.namespaces
+        return self.namespaces is None or namespace in self.namespaces or namespace in ALWAYS_OPEN
 
     def refusal(self, method: str) -> RpcError:
         namespace = namespace_of(method)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import string
+from dataclasses import replace
 from typing import Any, TypeVar
 
 from eth.abc import BlockHeaderAPI, StateAPI
@@ -19,13 +21,16 @@ from cairn.rpc.dispatch import rpc_method
 from cairn.rpc.errors import LIMIT_EXCEEDED, SERVER_ERROR, RpcError, invalid_params
 from cairn.rpc.format import (
     TxContext,
+    blob_base_fee,
     format_block,
+    format_header,
     format_receipt,
     format_transaction,
     hexb,
     q,
 )
 from cairn.rpc.logs import parse_filter
+from cairn.rpc.overrides import parse_overrides
 
 T = TypeVar("T")
 DEFAULT_PRIORITY_FEE = 1_000_000_000
@@ -141,7 +146,7 @@ class EthNamespace:
 
     @rpc_method("eth_blobBaseFee")
     async def blob_base_fee(self) -> str:
-        return "0x1"
+        return q(blob_base_fee(self.chain.head))
 
     @rpc_method("eth_feeHistory")
     async def fee_history(
@@ -217,18 +222,18 @@ class EthNamespace:
     @rpc_method("eth_getStorageAt")
     async def get_storage_at(self, address: Any, slot: Any, block: Any = None) -> str:
         who = params.address(address, 0)
-        if isinstance(slot, str) and slot.startswith("0x") and len(slot) == 66:
-            index = int.from_bytes(params.hash32(slot, 1), "big")
-        else:
-            index = params.quantity(slot, 1)
+        index = _storage_key(slot)
         value = self._state(params.block_ref(block, 2, default="latest")).get_storage(who, index)
         return "0x" + value.to_bytes(32, "big").hex()
 
     @rpc_method("eth_call")
-    async def call(self, tx: Any, block: Any = None, overrides: Any = None) -> str:
+    async def call(
+        self, tx: Any, block: Any = None, overrides: Any = None, block_overrides: Any = None
+    ) -> str:
         call = params.call_params(tx, 0)
-        if overrides is not None:
-            raise invalid_params("invalid argument 2: state overrides are not supported")
+        extra = parse_overrides(overrides, block_overrides, 2)
+        if extra is not None:
+            call = replace(call, overrides=extra)
         header = self._header(params.block_ref(block, 1, default="latest"))
         return hexb(await self.b.call(header, call))
 
@@ -273,6 +278,18 @@ class EthNamespace:
     async def get_block_by_hash(self, block_hash: Any, full: Any = False) -> RawJson | None:
         stored = self.reader.block_by_hash(params.hash32(block_hash, 0))
         return None if stored is None else self._formatted_block(stored, params.boolean(full, 1))
+
+    @rpc_method("eth_getHeaderByNumber")
+    async def get_header_by_number(self, block: Any) -> dict[str, Any] | None:
+        """geth's header: a block's fields without transactions, uncles, withdrawals, size."""
+        number = self.blocks.number(params.block_ref(block, 0))
+        header = None if number is None else self.reader.header_by_number(number)
+        return None if header is None else format_header(header)
+
+    @rpc_method("eth_getHeaderByHash")
+    async def get_header_by_hash(self, block_hash: Any) -> dict[str, Any] | None:
+        header = self.reader.header_by_hash(params.hash32(block_hash, 0))
+        return None if header is None else format_header(header)
 
     @rpc_method("eth_getBlockTransactionCountByNumber")
     async def tx_count_by_number(self, block: Any) -> str | None:
@@ -417,3 +434,20 @@ def _rewards(stored: StoredBlock, base_fee: int, percentiles: list[float]) -> li
                 break
         rewards.append(chosen)
     return rewards
+
+
+def _storage_key(slot: Any) -> int:
+    """A storage slot as geth decodes it: hex of at most 32 bytes, with geth's errors (-32000
+    "unable to decode storage key: ...", which clients match)."""
+    if not isinstance(slot, str):
+        raise invalid_params("invalid argument 1: storage key must be a hex string")
+    text = slot[2:] if slot[:2] in ("0x", "0X") else None
+    if text is None:
+        raise RpcError(SERVER_ERROR, "unable to decode storage key: hex string without 0x prefix")
+    if len(text) > 64:
+        raise RpcError(
+            SERVER_ERROR, "unable to decode storage key: hex string too long, want at most 32 bytes"
+        )
+    if not all(c in string.hexdigits for c in text):
+        raise RpcError(SERVER_ERROR, "unable to decode storage key: hex string invalid")
+    return int(text or "0", 16)

@@ -8,11 +8,19 @@ from typing import Any
 import rlp
 from eth._utils.address import generate_contract_address
 from eth.abc import BlockHeaderAPI, SignedTransactionAPI
+from eth.vm.forks.cancun.constants import (
+    BLOB_BASE_FEE_UPDATE_FRACTION,
+    GAS_PER_BLOB,
+    MIN_BLOB_BASE_FEE,
+)
+from eth.vm.forks.cancun.state import fake_exponential
+from eth.vm.forks.prague.constants import BLOB_BASE_FEE_UPDATE_FRACTION_PRAGUE
 from eth_typing import Address
 
 from cairn.execution.fees import effective_gas_price, receipt_status
 from cairn.execution.reader import StoredBlock
 
+BLOB_TX_TYPE = 3
 EMPTY_ROOT = "0x56e81f171bcc55a6ff8345e692c0f86e5b48e01b996cadc001622fb5e363b421"
 
 
@@ -120,6 +128,9 @@ def format_transaction(
             }
             for entry in tx.access_list
         ]
+    if type_id == 3:
+        out["maxFeePerBlobGas"] = q(tx.max_fee_per_blob_gas)
+        out["blobVersionedHashes"] = [hexb(h) for h in tx.blob_versioned_hashes]
     if type_id == 4:
         out["authorizationList"] = [
             {
@@ -145,7 +156,6 @@ def format_transaction(
 def format_block(stored: StoredBlock, full: bool) -> dict[str, Any]:
     header = stored.header
     out = format_header(header)
-    out["totalDifficulty"] = "0x0"
     out["size"] = q(len(rlp.encode(stored.block)))
     out["uncles"] = []
     base_fee = getattr(header, "base_fee_per_gas", None)
@@ -161,7 +171,15 @@ def format_block(stored: StoredBlock, full: bool) -> dict[str, Any]:
     else:
         out["transactions"] = [hexb(tx.hash) for tx in stored.transactions]
     if hasattr(header, "withdrawals_root"):
-        out["withdrawals"] = []
+        out["withdrawals"] = [
+            {
+                "index": q(w.index),
+                "validatorIndex": q(w.validator_index),
+                "address": addr(w.address),
+                "amount": q(w.amount),
+            }
+            for w in getattr(stored.block, "withdrawals", ())
+        ]
     return out
 
 
@@ -198,7 +216,7 @@ def format_receipt(stored: StoredBlock, tx_index: int) -> dict[str, Any]:
     contract: Address | None = None
     if not tx.to:
         contract = generate_contract_address(sender, tx.nonce)
-    return {
+    out = {
         "type": q(tx.type_id or 0),
         "status": q(receipt_status(receipt)),
         "cumulativeGasUsed": q(receipt.gas_used),
@@ -208,9 +226,26 @@ def format_receipt(stored: StoredBlock, tx_index: int) -> dict[str, Any]:
         "transactionIndex": q(tx_index),
         "blockHash": hexb(header.hash),
         "blockNumber": q(header.block_number),
+        "blockTimestamp": q(header.timestamp),
         "gasUsed": q(receipt.gas_used - previous),
         "effectiveGasPrice": q(effective_gas_price(tx, getattr(header, "base_fee_per_gas", None))),
         "from": addr(sender),
         "to": addr(tx.to) if tx.to else None,
         "contractAddress": addr(contract) if contract is not None else None,
     }
+    if tx.type_id == BLOB_TX_TYPE:
+        out["blobGasUsed"] = q(GAS_PER_BLOB * len(tx.blob_versioned_hashes))
+        out["blobGasPrice"] = q(blob_base_fee(header))
+    return out
+
+
+def blob_base_fee(header: BlockHeaderAPI) -> int:
+    """The blob gas price of a block (EIP-4844), with Prague's update fraction (EIP-7691)
+    for Prague headers (those with a requests hash)."""
+    fraction = (
+        BLOB_BASE_FEE_UPDATE_FRACTION_PRAGUE
+        if getattr(header, "requests_hash", None) is not None
+        else BLOB_BASE_FEE_UPDATE_FRACTION
+    )
+    excess = getattr(header, "excess_blob_gas", 0) or 0
+    return fake_exponential(MIN_BLOB_BASE_FEE, excess, fraction)

@@ -63,6 +63,23 @@ def _anvil_lacks_method(ours: Any, theirs: Any) -> bool:
 # sections of docs/anvil-differences.md.
 RULES = [
     Rule("block-time", r".*\.(timestamp|blockTimestamp)", "blocks are made at different times"),
+    Rule(
+        "prestate-fees",
+        r"prestate .*:result(\.(pre|post))?\.0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266\.balance",
+        "the sender paid Cairn's lower base fee (base-fee)",
+    ),
+    Rule(
+        "prestate-created",
+        r"prestate CREATE2:result\.0x[0-9a-f]{40}",
+        "geth drops accounts a transaction created from its prestate",
+        lambda ours, theirs: ours == ABSENT and theirs == {"balance": "0x0"},
+    ),
+    Rule(
+        "total-difficulty",
+        r".*:result\.totalDifficulty",
+        "geth dropped totalDifficulty",
+        _absent_here("0x0"),
+    ),
     Rule("state-root", r".*:result(\[\d+\])?\.stateRoot", "different genesis state"),
     Rule("state-root", r"proof .*:result\.accountProof.*", "proof nodes hang off the state root"),
     Rule("extra-data", r".*:result\.(extraData|size)", "Cairn writes extraData"),
@@ -84,7 +101,7 @@ RULES = [
     Rule("structlog-empty-memory", r"struct log .*\.memory", "geth omits []", _absent_here([])),
     Rule(
         "anvil-missing-method",
-        r"raw (receipts|header latest|block latest):(error|result)",
+        r"(raw (receipts|header latest|block latest)|replay nested):(error|result)",
         "Anvil does not implement it",
         _anvil_lacks_method,
     ),
@@ -249,6 +266,45 @@ def test_same_answers_as_anvil(nodes: tuple[Side, Side]) -> None:
         "debug_traceTransaction",
         [nested, {"tracer": "callTracer", "tracerConfig": {"onlyTopCall": True}}],
     )
+    s.call("prestate nested", "debug_traceTransaction", [nested, {"tracer": "prestateTracer"}])
+    s.call(
+        "prestate diff nested",
+        "debug_traceTransaction",
+        [nested, {"tracer": "prestateTracer", "tracerConfig": {"diffMode": True}}],
+    )
+    s.call("parity trace nested", "trace_transaction", [nested])
+    s.call("parity trace block", "trace_block", lambda side: [head(side)])
+    s.call(
+        "replay nested",
+        "trace_replayTransaction",
+        [nested, ["trace"]],
+    )
+    s.call(
+        "call with state overrides",
+        "eth_call",
+        [
+            {"to": probe_address, "data": data("counter")},
+            "latest",
+            {
+                probe_address: {"stateDiff": {ZERO32: "0x" + "00" * 31 + "2a"}},
+                A2: {"balance": "0x1"},
+            },
+        ],
+    )
+    s.call(
+        "call with replaced code",
+        "eth_call",
+        [{"to": A2, "data": "0x"}, "latest", {A2: {"code": "0x602a60005260206000f3"}}],
+    )
+    s.call(
+        "trace call with overrides",
+        "debug_traceCall",
+        [
+            {"to": probe_address, "data": data("counter")},
+            "latest",
+            {"tracer": "callTracer", "stateOverrides": {probe_address: {"state": {}}}},
+        ],
+    )
     s.call("struct log nested", "debug_traceTransaction", [nested, {}])
     s.call(
         "struct log nested with memory",
@@ -272,6 +328,12 @@ def test_same_answers_as_anvil(nodes: tuple[Side, Side]) -> None:
     salt = "0x" + "11" * 32
     created = invoke("send deploy children", 1_000_000, "deploy", salt)
     s.call("trace CREATE and CREATE2", "debug_traceTransaction", [created, CALL_TRACER])
+    s.call(
+        "prestate diff CREATE2",
+        "debug_traceTransaction",
+        [created, {"tracer": "prestateTracer", "tracerConfig": {"diffMode": True}}],
+    )
+    s.call("prestate CREATE2", "debug_traceTransaction", [created, {"tracer": "prestateTracer"}])
 
     # -------------------------------------------------------------- reverts
     failed = invoke("send failing", 100_000, "fail", "nope")

@@ -325,7 +325,20 @@ def test_trace_options_and_errors(world: World) -> None:
         "debug_traceCall",
         {"to": world.probe},
         "latest",
-        {"stateOverrides": {A0: {"balance": "0x1"}}},
+        {"stateOverrides": {A0: {"movePrecompileToAddress": A0}}},
     )
-    assert overrides["code"] == -32602
+    assert overrides["code"] == -32602 and "movepreco" in overrides["message"]
+    counter = "0x" + keccak(text="counter()")[:4].hex()
+    seen = world.call(
+        "debug_traceCall",
+        {"to": world.probe, "data": counter},
+        "latest",
+        {
+            "tracer": "callTracer",
+            "stateOverrides": {
+                world.probe: {"stateDiff": {"0x" + "00" * 32: "0x" + "00" * 31 + "2a"}}
+            },
+        },
+    )
+    assert int(seen["output"], 16) == 42  # the override is in the traced call's state
     assert world.call("eth_blockNumber")  # still serving

@@ -13,12 +13,14 @@ from cairn.chain.chain import Chain
 from cairn.chain.commit import make_commit
 from cairn.errors import InvalidBlock
 from cairn.execution.builder import BlockEnv, BlockResult
+from cairn.execution.call import CallRunner
 from cairn.execution.devstate import (
     AccountOverride,
     DevExtras,
     ImpersonatedTx,
     build_impersonated,
 )
+from cairn.execution.trace import CallFrame, TraceOptions, Tracer
 from cairn.storage import schema
 from tests.support.chain import PRODUCER, mine, open_chain, transfer
 
@@ -107,6 +109,15 @@ def test_override_and_impersonation_reexecute_identically(tmp_path: Path) -> Non
         blocks = [chain.reader.block_by_number(n) for n in range(1, chain.head.block_number + 1)]
         extras = [chain.store.load_dev_extras(n) for n in range(1, chain.head.block_number + 1)]
         assert extras[0] is None  # an ordinary block has no dev record
+
+        # tracing replays with the same execution and the same dev record: the impersonated
+        # sender is the trace's sender, and every root of the block is reproduced
+        tracer = Tracer(chain.reader, CallRunner(chain.reader, gas_cap=50_000_000))
+        traces = tracer.trace_block(imp_block.header.block_number, TraceOptions("callTracer"))
+        assert [t.tx_hash for t in traces] == [tx.hash for tx in imp_block.block.transactions]
+        first_frame = traces[0].result
+        assert isinstance(first_frame, CallFrame)
+        assert (first_frame.sender, first_frame.value) == (WHALE, 10**18)
 
     # a second chain re-executes every block from what the first one stored
     with open_chain(tmp_path / "b") as replica:

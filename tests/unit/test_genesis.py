@@ -111,3 +111,45 @@ def test_bad_genesis_names_the_field(patch: dict[str, object], message: str) -> 
     base.update(patch)
     with pytest.raises(GenesisError, match=message.replace(".", r"\.")):
         parse_genesis(base)
+
+
+# geth's genesis of the execution-apis fixtures: every fork from homestead to prague at 0.
+GETH_CONFIG = json.loads(
+    (Path(__file__).parents[1] / "fixtures" / "execution-apis" / "genesis.json").read_text()
+)["config"]
+
+
+def _geth(**config: object) -> dict[str, object]:
+    merged = {**GETH_CONFIG, **config}
+    return {"config": {k: v for k, v in merged.items() if v is not None}, "difficulty": "0x20000"}
+
+
+def test_full_geth_config_maps_to_prague_and_foreign_chain() -> None:
+    genesis = parse_genesis(_geth())
+    assert genesis.consensus.fork == "prague"
+    assert genesis.consensus.is_foreign and genesis.consensus.producers == ()
+    assert parse_genesis(_geth(pragueTime=None)).consensus.fork == "cancun"
+    # round trip keeps it foreign (no cairn section) and the same genesis block
+    again = parse_genesis(genesis_to_json(genesis))
+    fork = fork_named("prague")
+    assert genesis_block(again, fork).header.hash == genesis_block(genesis, fork).header.hash
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"osakaTime": 0}, "py-evm has no osaka fork"),
+        ({"bpo1Time": 100}, "py-evm has no bpo1 fork"),
+        ({"pragueTime": 1_700_000_000}, "config.pragueTime = 1700000000 is after the genesis"),
+        ({"londonBlock": 5}, "config.londonBlock = 5: Cairn runs one fork from genesis"),
+        ({"terminalTotalDifficulty": 10**20}, "proof of work"),
+        (
+            {"blobSchedule": {"prague": {"target": 6, "max": 12, "baseFeeUpdateFraction": 1}}},
+            "config.blobSchedule.prague.max = 12",
+        ),
+        ({"depositContractAddress": "0x" + "42" * 20}, "deposit requests"),
+    ],
+)
+def test_geth_configs_cairn_cannot_run_are_refused(config: dict[str, object], message: str) -> None:
+    with pytest.raises(GenesisError, match=message):
+        parse_genesis(_geth(**config))

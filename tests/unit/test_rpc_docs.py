@@ -22,6 +22,8 @@ NAMESPACES = (
     "hardhat",
     "personal",
     "cairn",
+    "trace",
+    "rpc",
 )
 
 
