@@ -124,6 +124,18 @@ def test_timeouts_lead_through_nil_votes_to_the_next_round() -> None:
     assert feed(state, TimeoutFired(TimeoutKind.PROPOSE, 1, 0)) == (state, [])
 
 
+def test_a_proposal_still_being_executed_is_prevoted_when_its_check_ends() -> None:
+    # the proposal came in time; executing it outlasts the propose timeout
+    state, actions = feed(fresh(), proposal(0, V), TimeoutFired(TimeoutKind.PROPOSE, 1, 0))
+    assert of_type(actions, CastVote) == [] and state.step == Step.PROPOSE
+    state, actions = feed(state, BlockChecked(1, V, True))
+    assert of_type(actions, CastVote) == [CastVote(VoteKind.PREVOTE, 1, 0, V)]
+    # an invalid one still gets nil once checked
+    state, actions = feed(fresh(), proposal(0, V), TimeoutFired(TimeoutKind.PROPOSE, 1, 0))
+    state, actions = feed(state, BlockChecked(1, V, False))
+    assert of_type(actions, CastVote) == [CastVote(VoteKind.PREVOTE, 1, 0, NIL)]
+
+
 def test_split_prevotes_wait_for_the_prevote_timeout() -> None:
     state, actions = feed(
         fresh(),

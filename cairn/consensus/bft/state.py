@@ -285,6 +285,11 @@ def _on_timeout(state: RoundState, event: TimeoutFired, actions: list[Action]) -
     if event.round != state.round:
         return state
     if event.kind == TimeoutKind.PROPOSE and state.step == Step.PROPOSE:
+        if _checking_this_rounds_proposal(state):
+            # It came in time and is being executed: its check decides the prevote, not the
+            # clock (CometBFT checks a complete proposal before its timeout can fire). A full
+            # block takes longer to execute than the propose timeout on a busy validator.
+            return state
         return _vote(state, VoteKind.PREVOTE, NIL, actions)
     if event.kind == TimeoutKind.PREVOTE and state.step == Step.PREVOTE:
         return _vote(state, VoteKind.PRECOMMIT, NIL, actions)
@@ -292,6 +297,13 @@ def _on_timeout(state: RoundState, event: TimeoutFired, actions: list[Action]) -
         state, started = _start_round(state, state.round + 1)
         actions.extend(started)
     return state
+
+
+def _checking_this_rounds_proposal(state: RoundState) -> bool:
+    proposal = state.proposals.get(state.round)
+    if proposal is None:
+        return False
+    return proposal.block_hash in state.checking and state.is_valid(proposal.block_hash) is None
 
 
 def _settle(state: RoundState, actions: list[Action]) -> RoundState:
