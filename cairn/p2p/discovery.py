@@ -49,6 +49,17 @@ def parse_bootnodes(addrs: tuple[str, ...]) -> list[PeerInfo]:
     return infos
 
 
+def _is_ip_banned(table: PeerTable, info: PeerInfo) -> bool:
+    for addr in info.addrs:
+        try:
+            ip = addr.value_for_protocol("ip4")
+        except LookupError:  # multiaddr's ProtocolLookupError: no ip4 part
+            continue
+        if ip and table.scores.is_ip_banned(str(ip)):
+            return True
+    return False
+
+
 class Discovery:
     def __init__(
         self,
@@ -157,6 +168,8 @@ class Discovery:
                 continue
             seen.add(peer)
             if table.scores.is_banned(peer.to_base58()):
+                continue
+            if peer not in table.protected and _is_ip_banned(table, info):
                 continue
             refused = table.refused.get(peer)
             if refused is not None and now - refused < REFUSED_BACKOFF:

@@ -39,6 +39,7 @@ from cairn.p2p.stack import (
     build_host,
     contained,
     hang_up_all,
+    remote_ip,
     stop_auto_connector,
 )
 from cairn.p2p.sync import NoPeer, SyncProtocol
@@ -100,6 +101,7 @@ class Network:
         self.table = PeerTable(
             self.me, config.max_peers, scores if scores is not None else PeerScores(), metrics
         )
+        self.table.protected = frozenset(info.peer_id for info in self.bootnodes)
         self._outbox_send, self._outbox_recv = trio.open_memory_channel[tuple[str, bytes]](
             OUTBOX_SIZE
         )
@@ -216,6 +218,13 @@ class Network:
         if self.table.scores.is_banned(peer.to_base58()):
             jobs.links.spawn(jobs.links.disconnect, peer)
             return
+        if peer not in self.table.protected and peer not in self.table.peers:
+            ip = remote_ip(conn)
+            if ip and self.table.scores.is_ip_banned(ip):
+                self.table.metrics.refused.labels("ip-banned").inc()
+                log.info("refused peer %s: its IP %s is banned", peer.to_base58(), ip)
+                jobs.links.spawn(jobs.links.disconnect, peer)
+                return
         if jobs.links.pubsub.is_peer_blacklisted(peer):
             jobs.links.pubsub.remove_from_blacklist(peer)  # its ban has expired
         jobs.handshake.start(peer, conn)
