@@ -1,0 +1,243 @@
+"""A misbehaving peer that stays up while a test drives it: a real py-libp2p host (TCP +
+Noise + yamux, gossipsub) on its own trio thread, which passes Cairn's status handshake
+with whatever head it is told to claim, answers range requests as the test decides, and
+can publish on any topic and send any sync request.
+
+Like `tests/support/byzantine.py` it is built from py-libp2p directly, never from
+`cairn.p2p`, so it behaves like any third-party peer; it borrows only Cairn's message
+encoders. Every wait has a deadline.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import Any, TypeVar
+
+import multiaddr
+import trio
+import trio.lowlevel
+from libp2p import new_host
+from libp2p.abc import INetConn, INetStream, INetwork, INotifee
+from libp2p.crypto.ed25519 import create_new_key_pair as ed25519_key_pair
+from libp2p.crypto.x25519 import create_new_key_pair as x25519_key_pair
+from libp2p.custom_types import TProtocol
+from libp2p.peer.id import ID
+from libp2p.peer.peerinfo import info_from_p2p_addr
+from libp2p.pubsub.gossipsub import GossipSub
+from libp2p.pubsub.pubsub import Pubsub
+from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
+from libp2p.security.noise.transport import Transport as NoiseTransport
+from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
+from libp2p.stream_muxer.yamux.yamux import Yamux
+from libp2p.tools.anyio_service import background_trio_service
+from libp2p.utils.varint import encode_varint_prefixed, read_varint_prefixed_bytes_limited
+
+from cairn.p2p import messages as m
+
+T = TypeVar("T")
+RangeAnswer = Callable[[m.SyncRequest], bytes]
+
+
+def empty_range(_request: m.SyncRequest) -> bytes:
+    return m.encode_blocks([])
+
+
+class _Watch(INotifee):
+    def __init__(self, rogue: RoguePeer) -> None:
+        self._rogue = rogue
+
+    async def opened_stream(self, network: INetwork, stream: INetStream) -> None:
+        pass
+
+    async def closed_stream(self, network: INetwork, stream: INetStream) -> None:
+        pass
+
+    async def connected(self, network: INetwork, conn: INetConn) -> None:
+        pass
+
+    async def disconnected(self, network: INetwork, conn: INetConn) -> None:
+        self._rogue.disconnects += 1
+        self._rogue.gone.set()
+
+    async def listen(self, network: INetwork, multiaddr: multiaddr.Multiaddr) -> None:
+        pass
+
+    async def listen_close(self, network: INetwork, multiaddr: multiaddr.Multiaddr) -> None:
+        pass
+
+
+class RoguePeer:
+    """Use as a context manager. `head` is the head claimed in every status; `range_answer`
+    makes the answer to each range request (the count is in `range_requests`)."""
+
+    def __init__(
+        self,
+        chain_id: int,
+        genesis_hash: bytes,
+        *,
+        head: int = 0,
+        range_answer: RangeAnswer = empty_range,
+        gossip: bool = False,
+        client: str = "rogue/0.0",
+    ) -> None:
+        self.chain_id = chain_id
+        self.status = m.Status(chain_id, genesis_hash, head, genesis_hash, 0, client)
+        self.range_answer = range_answer
+        self.range_requests = 0
+        self.disconnects = 0
+        self.gone = threading.Event()  # the target hung up on us (at least once)
+        self._gossip = gossip
+        self._accepted: dict[ID, trio.Event] = {}
+        self._ready = threading.Event()
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._stop: trio.Event | None = None
+        self._error: BaseException | None = None
+        key_pair = ed25519_key_pair()
+        self._listen = multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")
+        self.host = new_host(
+            key_pair=key_pair,
+            sec_opt={
+                NOISE_PROTOCOL_ID: NoiseTransport(
+                    key_pair, noise_privkey=x25519_key_pair().private_key
+                )
+            },
+            muxer_opt={TProtocol(YAMUX_PROTOCOL_ID): Yamux},
+            listen_addrs=[self._listen],
+        )
+        self.peer_id = self.host.get_id().to_base58()
+        self._thread = threading.Thread(target=self._run, name="rogue-peer", daemon=True)
+        self.pubsub: Pubsub | None = None
+
+    # ------------------------------------------------------------ lifecycle
+    def __enter__(self) -> RoguePeer:
+        self._thread.start()
+        if not self._ready.wait(30):
+            raise TimeoutError("the rogue peer did not start")
+        if self._error is not None:
+            raise self._error
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._token is not None and self._stop is not None:
+            try:
+                trio.from_thread.run_sync(self._stop.set, trio_token=self._token)
+            except trio.RunFinishedError:
+                pass
+        self._thread.join(30)
+
+    def _run(self) -> None:
+        try:
+            trio.run(self._main)
+        except BaseException as exc:  # reported to the test thread by __enter__
+            self._error = exc
+            self._ready.set()
+
+    async def _main(self) -> None:
+        self._token = trio.lowlevel.current_trio_token()
+        self._stop = trio.Event()
+        host = self.host
+        host.set_stream_handler(TProtocol(m.STATUS_PROTOCOL), self._serve_status)
+        host.set_stream_handler(TProtocol(m.sync_protocol(self.chain_id)), self._serve_sync)
+        host.get_network().register_notifee(_Watch(self))
+        async with host.run([self._listen]):
+            if self._gossip:
+                router = GossipSub(
+                    [TProtocol("/meshsub/1.1.0")],
+                    degree=6,
+                    degree_low=4,
+                    degree_high=12,
+                    heartbeat_interval=1,
+                    max_messages_per_topic_per_second=100_000,
+                    eclipse_protection_enabled=False,
+                )
+                self.pubsub = Pubsub(host, router, strict_signing=True)
+                async with background_trio_service(self.pubsub), background_trio_service(router):
+                    await self.pubsub.wait_until_ready()
+                    self._ready.set()
+                    await self._stop.wait()
+            else:
+                self._ready.set()
+                await self._stop.wait()
+
+    def call(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """Run `fn(*args)` on the rogue's trio thread; its result."""
+        assert self._token is not None
+        return trio.from_thread.run(fn, *args, trio_token=self._token)
+
+    # ------------------------------------------------------------ serving
+    async def _serve_status(self, stream: INetStream) -> None:
+        await read_varint_prefixed_bytes_limited(stream, m.MAX_STATUS_BYTES)
+        await stream.write(encode_varint_prefixed(self.status.encode()))
+        await stream.close()
+
+    async def _serve_sync(self, stream: INetStream) -> None:
+        request = m.SyncRequest.decode(
+            await read_varint_prefixed_bytes_limited(stream, m.MAX_REQUEST_BYTES)
+        )
+        if request.kind == "peers":
+            self._accepted.setdefault(stream.muxed_conn.peer_id, trio.Event()).set()
+            answer = m.encode_peers([])
+        elif request.kind == "status":
+            answer = self.status.encode()
+        else:
+            self.range_requests += 1
+            answer = self.range_answer(request)
+        await stream.write(encode_varint_prefixed(answer))
+        await stream.close()
+
+    # ------------------------------------------------------------ acting
+    def connect(self, target: str, timeout: float = 30.0) -> str:
+        """Dial `target` (a multiaddr with /p2p/) and wait until it took us as a peer (it
+        asks a new peer for its peers right after the handshake); its peer id."""
+
+        async def run() -> str:
+            info = info_from_p2p_addr(multiaddr.Multiaddr(target))
+            accepted = self._accepted.setdefault(info.peer_id, trio.Event())
+            with trio.fail_after(timeout):
+                await self.host.connect(info)
+                await accepted.wait()
+            return info.peer_id.to_base58()
+
+        self.gone.clear()
+        return self.call(run)
+
+    def request(self, target: str, request: m.SyncRequest, limit: int = 16 << 20) -> bytes:
+        """One sync request to `target` (a peer id); the answer frame."""
+
+        async def run() -> bytes:
+            with trio.fail_after(30):
+                stream = await self.host.new_stream(
+                    ID.from_base58(target), [TProtocol(m.sync_protocol(self.chain_id))]
+                )
+                try:
+                    await stream.write(encode_varint_prefixed(request.encode()))
+                    return await read_varint_prefixed_bytes_limited(stream, limit)
+                finally:
+                    await stream.close()
+
+        return self.call(run)
+
+    def wait_subscribed(self, target: str, kind: str, timeout: float = 30.0) -> None:
+        async def run() -> None:
+            assert self.pubsub is not None
+            topic = m.topic_names(self.chain_id)[kind]
+            await self.pubsub.wait_for_subscription(ID.from_base58(target), topic, timeout)
+
+        self.call(run)
+
+    def publish(self, kind: str, data: bytes) -> None:
+        async def run() -> None:
+            assert self.pubsub is not None
+            await self.pubsub.publish(m.topic_names(self.chain_id)[kind], data)
+
+        self.call(run)
+
+    def is_connected(self, target: str) -> bool:
+        return bool(self.host.get_network().connections.get(ID.from_base58(target)))
