@@ -23,6 +23,7 @@ from libp2p.abc import INetConn, INetStream, INetwork, INotifee
 from libp2p.crypto.ed25519 import create_new_key_pair as ed25519_key_pair
 from libp2p.crypto.x25519 import create_new_key_pair as x25519_key_pair
 from libp2p.custom_types import TProtocol
+from libp2p.exceptions import BaseLibp2pError
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import info_from_p2p_addr
 from libp2p.pubsub.gossipsub import GossipSub
@@ -147,6 +148,10 @@ class RoguePeer:
         host.set_stream_handler(TProtocol(m.sync_protocol(self.chain_id)), self._serve_sync)
         host.get_network().register_notifee(_Watch(self))
         async with host.run([self._listen]):
+            # py-libp2p's auto-connector would redial whoever hung up on us: the test dials.
+            connector = getattr(host.get_network(), "auto_connector", None)
+            if connector is not None:
+                await connector.stop()
             if self._gossip:
                 router = GossipSub(
                     [TProtocol("/meshsub/1.1.0")],
@@ -199,7 +204,7 @@ class RoguePeer:
 
         async def run() -> str:
             info = info_from_p2p_addr(multiaddr.Multiaddr(target))
-            accepted = self._accepted.setdefault(info.peer_id, trio.Event())
+            accepted = self._accepted[info.peer_id] = trio.Event()
             with trio.fail_after(timeout):
                 await self.host.connect(info)
                 await accepted.wait()
@@ -221,6 +226,28 @@ class RoguePeer:
                     return await read_varint_prefixed_bytes_limited(stream, limit)
                 finally:
                     await stream.close()
+
+        return self.call(run)
+
+    def flood(self, target: str, request: m.SyncRequest, times: int) -> tuple[int, str]:
+        """Send `request` to `target` up to `times` times, one after the other, as fast
+        as it answers; (how many were answered, what ended it: "" if all were)."""
+
+        async def run() -> tuple[int, str]:
+            answered = 0
+            peer = ID.from_base58(target)
+            protocol = TProtocol(m.sync_protocol(self.chain_id))
+            for _ in range(times):
+                try:
+                    with trio.fail_after(10):
+                        stream = await self.host.new_stream(peer, [protocol])
+                        await stream.write(encode_varint_prefixed(request.encode()))
+                        await read_varint_prefixed_bytes_limited(stream, 16 << 20)
+                        await stream.close()
+                except (BaseLibp2pError, OSError, trio.TooSlowError) as exc:
+                    return answered, f"{type(exc).__name__}: {exc}"
+                answered += 1
+            return answered, ""
 
         return self.call(run)
 
