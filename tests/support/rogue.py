@@ -10,6 +10,7 @@ encoders. Every wait has a deadline.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Awaitable, Callable
 from types import TracebackType
@@ -127,10 +128,8 @@ class RoguePeer:
         tb: TracebackType | None,
     ) -> None:
         if self._token is not None and self._stop is not None:
-            try:
+            with contextlib.suppress(trio.RunFinishedError):
                 trio.from_thread.run_sync(self._stop.set, trio_token=self._token)
-            except trio.RunFinishedError:
-                pass
         self._thread.join(30)
 
     def _run(self) -> None:

@@ -13,6 +13,7 @@ import pytest
 import cairn.txpool.pool as pool_module
 from cairn.chain.chain import Chain
 from cairn.errors import InvalidTransaction
+from cairn.txpool.admission import decode_and_check
 from cairn.txpool.pool import PoolLimits, TxPool
 from cairn.txpool.relay import TxRelay, is_peer_fault
 from tests.support.chain import open_chain, transfer
@@ -53,7 +54,7 @@ class CountingDecode:
 
     def __init__(self) -> None:
         self.calls = 0
-        self._real = pool_module.decode_and_check
+        self._real = decode_and_check
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         self.calls += 1
