@@ -19,6 +19,8 @@ sequencer (the follower's bootnode) stays connected and the follower keeps follo
 from __future__ import annotations
 
 import functools
+import json
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -91,6 +93,9 @@ def test_lying_range_servers_are_skipped_penalised_and_banned(tmp_path: Path) ->
         assert metric(follower, "cairn_p2p_bans_total") == 3
         assert metric(follower, "cairn_p2p_ip_bans_total") == 1
         assert log_has(follower, "banned IP 127.0.0.1 for 1h")
+        with urllib.request.urlopen(follower.url + "/status", timeout=5) as response:
+            p2p = json.loads(response.read())["p2p"]
+        assert p2p["bannedIps"] == ["127.0.0.1"] and len(p2p["banned"]) == 3
         # A fourth id from the same IP is refused, however well it behaves...
         with RoguePeer(CHAIN_ID, genesis_hash) as newcomer:
             with pytest.raises(trio.TooSlowError):

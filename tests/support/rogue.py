@@ -83,10 +83,15 @@ class RoguePeer:
         range_answer: RangeAnswer = empty_range,
         gossip: bool = False,
         client: str = "rogue/0.0",
+        status_answer: bytes | None = None,
+        peers_answer: bytes | None = None,
     ) -> None:
         self.chain_id = chain_id
         self.status = m.Status(chain_id, genesis_hash, head, genesis_hash, 0, client)
         self.range_answer = range_answer
+        # raw answers instead of honest ones (garbage tests)
+        self.status_answer = status_answer
+        self.peers_answer = peers_answer
         self.range_requests = 0
         self.disconnects = 0
         self.gone = threading.Event()  # the target hung up on us (at least once)
@@ -166,9 +171,18 @@ class RoguePeer:
                     await self.pubsub.wait_until_ready()
                     self._ready.set()
                     await self._stop.wait()
+                    await self._hang_up()
             else:
                 self._ready.set()
                 await self._stop.wait()
+                await self._hang_up()
+
+    async def _hang_up(self) -> None:
+        # py-libp2p 0.8.1 leaves connections open when a host stops (cairn/p2p/stack.py,
+        # `hang_up_all`): close them, so the target sees us leave.
+        with trio.move_on_after(5):
+            for peer in list(self.host.get_network().connections):
+                await self.host.disconnect(peer)
 
     def call(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
         """Run `fn(*args)` on the rogue's trio thread; its result."""
@@ -178,7 +192,8 @@ class RoguePeer:
     # ------------------------------------------------------------ serving
     async def _serve_status(self, stream: INetStream) -> None:
         await read_varint_prefixed_bytes_limited(stream, m.MAX_STATUS_BYTES)
-        await stream.write(encode_varint_prefixed(self.status.encode()))
+        answer = self.status_answer if self.status_answer is not None else self.status.encode()
+        await stream.write(encode_varint_prefixed(answer))
         await stream.close()
 
     async def _serve_sync(self, stream: INetStream) -> None:
@@ -187,7 +202,7 @@ class RoguePeer:
         )
         if request.kind == "peers":
             self._accepted.setdefault(stream.muxed_conn.peer_id, trio.Event()).set()
-            answer = m.encode_peers([])
+            answer = self.peers_answer if self.peers_answer is not None else m.encode_peers([])
         elif request.kind == "status":
             answer = self.status.encode()
         else:
