@@ -94,12 +94,16 @@ def test_garbage_answers_and_consensus_junk_leave_the_node_serving(tmp_path: Pat
         late = net.start_fullnode("late")
         wait_same_head([seq, full, late], at_least=2, timeout=30)
         for node in (full, late):
-            assert wait_until(lambda n=node: _ready(n) == 200, timeout=15, message="ready")
+            assert wait_until(functools.partial(_is_ready, node), timeout=15, message="ready")
         wait_until(lambda: peer_count(seq) == 2, timeout=10, message="the rogues gone")
         with urllib.request.urlopen(seq.url + "/status", timeout=5) as response:
             p2p = json.loads(response.read())["p2p"]
         assert p2p["state"]["status"] == "running" and len(p2p["peers"]) == 2
         assert not log_has(seq, "the p2p thread failed")
+
+
+def _is_ready(node: object) -> bool:
+    return _ready(node) == 200
 
 
 def m_id(node: object) -> str:
