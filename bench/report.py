@@ -363,6 +363,14 @@ def soak_section(soak: dict[str, Any]) -> list[str]:
         row("longest gap between blocks, s", "longest_gap_s"),
         row("node RSS max, MiB", "rss_max_mib"),
         row("node RSS at the end, MiB", "rss_end_mib"),
+        *(
+            [
+                row("full node behind the sequencer, p50 blocks", "follower_lag_p50"),
+                row("full node behind the sequencer, max blocks", "follower_lag_max"),
+            ]
+            if any(soak[p].get("follower_lag_max") is not None for p in phases)
+            else []
+        ),
         "",
         "The abusers, each a process of its own: `deep-json` (40 KB bodies of escaped quotes "
         "after 600 brackets), `big-json` (1 MiB of brackets at the nesting limit), "
@@ -370,7 +378,11 @@ def soak_section(soak: dict[str, Any]) -> list[str]:
         "(`debug_traceCall` with `enableMemory` over 16 KiB of memory), `batch` (100 calls "
         "answering 512 KiB each), `ws-noread` (WebSocket clients asking for 2 MB answers and "
         "never reading), `filters` (`eth_newFilter` nonstop), `ws-conns` (WebSocket "
-        "connections held). What they sent and were answered (count per outcome):",
+        "connections held), `bad-peer` (a p2p peer under a new peer id each time it is hung "
+        "up on, in turn: flooding the sequencer with sync range requests, gossiping junk "
+        "transaction batches and undecodable consensus messages to it, and claiming head "
+        "#1,000,000 to the full node while answering its range requests with junk). What "
+        "they sent and were answered (count per outcome):",
         "",
         "| abuser: outcome | count |",
         "|---|---:|",

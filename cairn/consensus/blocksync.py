@@ -3,9 +3,11 @@ blocksync beside consensus).
 
 Whenever any peer announces a head above ours (status exchange), or gossip brought a block
 further ahead, it fetches the missing blocks in ranges from the network and hands each to
-the same `BlockApplier.import_block` gossip uses. It also answers, truthfully, whether this
-node is in sync: never "in sync" while a connected peer announces a higher head, nor while
-the p2p layer is down.
+the same `BlockApplier.import_block` gossip uses. An answer must hold the blocks asked for,
+in order, from the first one asked: anything else is the answering peer's fault, it is
+penalised, and the transport asks peers in good standing first from then on. It also
+answers, truthfully, whether this node is in sync: never "in sync" while a connected peer
+announces a higher head, nor while the p2p layer is down.
 
 The transport is a `BlockSource` Protocol; this module never imports p2p.
 """

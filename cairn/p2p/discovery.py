@@ -1,8 +1,9 @@
 """Discovery: who to dial and when. Bootnodes are dialed until reached (2 s doubling to 30 s
 per peer); addresses learned by peer exchange (a `peers` sync request to each new peer and
 to a random peer every 10 s) and by mDNS are dialed while we are under `--p2p.maxpeers`.
-Refused and banned peers are not redialed. Our loop is the only dialer: py-libp2p's
-auto-connector is stopped at host set-up.
+Refused and banned peers, and addresses on a banned IP (bootnodes excepted), are not
+redialed. Our loop is the only dialer: py-libp2p's auto-connector is stopped at host
+set-up.
 """
 
 from __future__ import annotations

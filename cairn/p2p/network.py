@@ -2,7 +2,8 @@
 wires the jobs around one shared peer table — `handshake` (status), `gossip` (topics and
 outbox), `sync` (requests both ways, head refresh), `discovery` (dialing, peer exchange,
 mDNS) — registers their stream handlers behind `stack.contained`, follows connections
-(a banned peer is hung up on), and serves until cancelled.
+(a banned peer, or a new one from a banned IP other than a bootnode, is hung up on), and
+serves until cancelled.
 
 Runs only inside `TrioThread`; reaches the core only through the bridge and the Protocols
 in `cairn.p2p.api`; `P2PService` builds a new `Network` for every (re)start. It never

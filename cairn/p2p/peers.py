@@ -3,11 +3,13 @@
 `PeerTable` is bookkeeping on the trio thread: peers past the handshake (with the head
 each announced and when), peers being handshaken, addresses learned, refusals and dial
 back-offs, scores, counters, and the immutable snapshots the core reads without a lock.
+Every map of peers we are not connected to is bounded (`limits.BoundedMap`).
 It also carries per-peer signals, so a job can wait for the other side's step (it has
 heard our status, it has hung up) instead of sleeping a fixed delay.
 
 `PeerLinks` is the one place that acts on a peer through the host: hang up, forget its
-addresses, penalise and ban. Neither decodes any message.
+addresses, penalise and ban (by id; by IP once `scoring` says so, never a bootnode).
+Neither decodes any message.
 """
 
 from __future__ import annotations
