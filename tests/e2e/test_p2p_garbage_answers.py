@@ -33,7 +33,7 @@ from tests.support.net import (
 from tests.support.rogue import RoguePeer
 from tests.support.wait import wait_until
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
 def _ready(node: object) -> int:
