@@ -389,16 +389,32 @@ def soak_section(soak: dict[str, Any]) -> list[str]:
         *(f"| {k} | {v:,} |" for k, v in soak["abusers"].items()),
         "",
     ]
+    abuse = soak["abuse"]
+    others = [v for m, v in abuse.get("p99_ms_by_method", {}).items() if m != "eth_call"]
     lines += [
         "Reading it: `eth_call` is the one method whose tail suffers. Two calls looping to "
         "`--rpc.evmtimeout` (5 s) keep both call workers of this 2-core machine busy, so an "
         "honest call may wait for one to end, or for two when it was queued behind a loop "
         "that had not yet shown itself slow ([security.md](security.md#what-is-not-bounded-yet)). "
-        "The other methods stay within a second, no honest request fails, and a block still "
-        "comes every second. RSS at the end holds the log filters the abuser installed (until "
-        "`--rpc.filter-timeout`, 300 s) and allocator fragmentation.",
+        f"Under abuse the other methods' p99 is at most {max(others, default=0):,.0f} ms, "
+        f"{abuse['honest_errors']} honest requests fail, and blocks keep coming "
+        f"({abuse['per_minute']} per minute, the longest gap {abuse['longest_gap_s']} s). RSS "
+        "at the end holds the log filters the abuser installed (until `--rpc.filter-timeout`, "
+        "300 s) and allocator fragmentation. The load average is the whole machine's: other "
+        "work running beside the soak shows in every phase, the baseline included.",
         "",
     ]
+    if abuse.get("follower_lag_max") is not None:
+        lines += [
+            "The misbehaving peer: the full node following the sequencer stays at most "
+            f"{abuse['follower_lag_max']} block(s) behind it while the peer lies to it; junk "
+            "gossip and lies end with the peer hung up on and banned (a third banned id bans "
+            "its IP, and later turns are refused at once); sync requests are answered while "
+            "they stay within the per-peer budget (20/s after a burst of 100: a node slowed "
+            "by other load answers 128-block ranges slower than that, and serves them), past "
+            "it they are refused and the peer scored down ([security.md](security.md#p2p-limits)).",
+            "",
+        ]
     return lines
 
 
