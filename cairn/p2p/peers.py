@@ -262,8 +262,9 @@ class PeerLinks:
             table.stats["ip_bans"] += 1
             table.metrics.ip_bans.inc()
             log.warning(
-                "banned IP %s for 1h: %d peer ids from it banned within the hour; new "
-                "connections from it are refused (bootnodes excepted), connected peers kept",
+                "banned IP %s for 1h: %d peer ids from it banned or over their sync budget "
+                "within the hour; new connections from it are refused (bootnodes excepted), "
+                "connected peers kept",
                 penalty.ip_banned,
                 IP_BAN_AFTER,
             )

@@ -1,7 +1,8 @@
 """Peer scores: every invalid message costs its sender points; past a threshold the peer is
 banned (disconnected, refused, its gossip dropped) for an hour. A new peer id costs nothing
 to make, so bans escalate to the IP address once `IP_BAN_AFTER` distinct ids from one IP
-were banned within the ban window (never for a protected peer: a bootnode).
+were banned (or went over their sync serving budget) within the ban window (never for a
+protected peer: a bootnode).
 
 Pure bookkeeping with an injected clock, every map bounded (`limits.BoundedMap`): the
 host decides what a ban does on the wire.
@@ -37,6 +38,8 @@ BAN_SECONDS = 3600.0
 # one bad id (or two) never costs its neighbours anything; a third is an attacker minting
 # ids. Bootnodes are never refused by IP.
 IP_BAN_AFTER = 3
+# Faults that count an id toward its IP's ban at once, banned or not.
+IP_STRIKES = frozenset({"over-budget"})
 MAX_BANNED_IPS = 1024
 
 
@@ -100,13 +103,16 @@ class PeerScores:
         entry.last_reason = reason
         self._scores[peer] = entry
         banned = entry.score <= BAN_THRESHOLD and not self.is_banned(peer)
-        ip_banned = ""
         if banned:
             self._banned_until[peer] = now + BAN_SECONDS
-            if ip and self._count_ban_from(ip, peer, now) >= IP_BAN_AFTER:
-                if not self.is_ip_banned(ip):
-                    ip_banned = ip
-                self._ip_banned_until[ip] = now + BAN_SECONDS
+        ip_banned = ""
+        # An id over its serving budget counts toward the IP like a banned one: an honest
+        # node never goes over it, and an id made per connection would never be banned.
+        strike = bool(ip) and (banned or kind in IP_STRIKES)
+        if strike and self._count_ban_from(ip, peer, now) >= IP_BAN_AFTER:
+            if not self.is_ip_banned(ip):
+                ip_banned = ip
+            self._ip_banned_until[ip] = now + BAN_SECONDS
         return Penalty(peer, kind, entry.score, banned, ip_banned)
 
     def _count_ban_from(self, ip: str, peer: str, now: float) -> int:

@@ -96,6 +96,11 @@ def test_ip_ban_after_distinct_ids_from_one_ip_and_never_without_an_ip() -> None
     for n in range(IP_BAN_AFTER):
         clock.now += BAN_SECONDS
         assert ban(f"slow{n}", "10.0.0.3") == ""
+    # Ids over their serving budget count toward the IP at once (they are never banned).
+    for n in range(IP_BAN_AFTER - 1):
+        assert scores.penalise(f"hog{n}", "over-budget", "flood", "10.0.0.4").ip_banned == ""
+    last = scores.penalise("hog-last", "over-budget", "flood", "10.0.0.4")
+    assert last.ip_banned == "10.0.0.4" and not last.banned
     # Many IPs: the map of banned ids per IP stays bounded.
     for n in range(MANY // 4):
         ban(f"spread{n}", f"10.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}")
