@@ -8,8 +8,9 @@ real `cairn run` process:
    over the validators; for each, the time from its submission to the moment its block is
    the head of the validator it was sent to (a committed block is final: no reorgs).
 3. Throughput at 30M gas: `--flood` pre-signed transfers sent as fast as the validators take
-   them; transactions per second from the first submission to the last inclusion, beside a
-   sequencer (`cairn dev --block-time 1`) given the same transfers in the same run.
+   them; transactions per second from the first submission to the last inclusion, beside
+   `cairn dev --block-time 1` and `anvil --block-time 1` given the same transfers in the same
+   run (the ratio to Anvil is reported).
 4. Recovery: f + 1 validators killed (-9), the rest stall; they are restarted, and the time
    from the last one serving RPC to the next block is measured.
 CPU per validator is each process's user + system time over the load phases, as a share of
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -32,6 +34,7 @@ from typing import Any
 from eth_utils import keccak
 
 from bench.bench_p2p import BlockWatcher
+from bench.harness import Target
 from tests.support import rpc
 from tests.support.chain import transfer
 from tests.support.net import head
@@ -116,12 +119,16 @@ def _finality(net: ValidatorNet, rate: float, seconds: float, nonces: list[int])
     }
 
 
-def _flood(nodes: list[NodeProcess], raws: list[bytes]) -> dict[str, Any]:
-    start_head = head(nodes[0])[0]
+def _block_number(url: str) -> int:
+    return int(str(rpc.call(url, "eth_blockNumber", timeout=10)), 16)
+
+
+def _flood(urls: list[str], raws: list[bytes]) -> dict[str, Any]:
+    start_head = _block_number(urls[0])
     started = time.monotonic()
     batch = 200
     for i in range(0, len(raws), batch):
-        node = nodes[(i // batch) % len(nodes)]
+        url = urls[(i // batch) % len(urls)]
         body = [
             {
                 "jsonrpc": "2.0",
@@ -131,16 +138,16 @@ def _flood(nodes: list[NodeProcess], raws: list[bytes]) -> dict[str, Any]:
             }
             for j, r in enumerate(raws[i : i + batch])
         ]
-        rpc.post(node.url, body, timeout=120)
+        rpc.post(url, body, timeout=120)
     last = "0x" + keccak(raws[-1]).hex()
     wait_until(
-        lambda: rpc.call(nodes[0].url, "eth_getTransactionReceipt", last) is not None,
+        lambda: rpc.call(urls[0], "eth_getTransactionReceipt", last) is not None,
         timeout=600,
         interval=0.2,
         message="the last transfer mined",
     )
     elapsed = time.monotonic() - started
-    blocks = head(nodes[0])[0] - start_head
+    blocks = _block_number(urls[0]) - start_head
     return {
         "transfers": len(raws),
         "seconds": round(elapsed, 2),
@@ -187,7 +194,7 @@ def measure(size: int, args: argparse.Namespace) -> dict[str, Any]:
             sender = i % SENDERS
             raws.append(transfer(sender, nonces[sender]))
             nonces[sender] += 1
-        result["throughput_30m"] = _flood(nodes, raws)
+        result["throughput_30m"] = _flood([n.url for n in nodes], raws)
         wall = time.monotonic() - wall
         cpu = [(_cpu_seconds(n) - b) / wall * 100 for n, b in zip(nodes, cpu_before, strict=True)]
         result["cpu_percent_of_a_core"] = {
@@ -198,13 +205,14 @@ def measure(size: int, args: argparse.Namespace) -> dict[str, Any]:
         return result
 
 
-def sequencer_throughput(raws: list[bytes]) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory() as tmp:
-        node = NodeProcess(Path(tmp) / "seq", "dev", "--block-time", "1").start()
-        try:
-            return _flood([node], raws)
-        finally:
-            node.stop()
+def single_node_throughput(name: str, raws: list[bytes]) -> dict[str, Any]:
+    """The same transfers into one node with a 1 s block time: `cairn dev` or `anvil`."""
+    target = Target(name, block_time=1.0)
+    target.start()
+    try:
+        return _flood([target.url], raws)
+    finally:
+        target.stop()
 
 
 def main() -> None:
@@ -215,13 +223,30 @@ def main() -> None:
     parser.add_argument("--finality-seconds", type=float, default=20.0)
     parser.add_argument("--flood", type=int, default=5000)
     args = parser.parse_args()
-    report: dict[str, Any] = {"config": vars(args), "networks": []}
+    report: dict[str, Any] = {
+        "config": vars(args),
+        "networks": [],
+        "load_average_at_start": list(os.getloadavg()),
+    }
     for size in (int(s) for s in args.sizes.split(",")):
         print(f"[bench] {size} validators ...", flush=True)
-        report["networks"].append(measure(size, args))
-    print("[bench] sequencer, same transfers ...", flush=True)
+        started = time.monotonic()
+        try:
+            report["networks"].append(measure(size, args))
+        except TimeoutError as exc:  # a network that did not get there: say so, go on
+            first_line = str(exc).splitlines()[0]
+            report.setdefault("failed", []).append({"validators": size, "error": first_line})
+            print(f"[bench] {size} validators failed: {first_line}", flush=True)
+        print(f"[bench] {size} validators: {time.monotonic() - started:.0f}s", flush=True)
     raws = [transfer(i % SENDERS, i // SENDERS) for i in range(args.flood)]
-    report["sequencer_throughput_30m"] = sequencer_throughput(raws)
+    for name in ("cairn", "anvil"):
+        print(f"[bench] {name} as one node, the same transfers ...", flush=True)
+        report[f"{name}_single_node_throughput_30m"] = single_node_throughput(name, raws)
+    anvil = report["anvil_single_node_throughput_30m"]["tx_per_s"]
+    for network in report["networks"]:
+        network["throughput_ratio_to_anvil"] = round(
+            network["throughput_30m"]["tx_per_s"] / anvil, 3
+        )
     print(json.dumps(report, indent=2))
 
 

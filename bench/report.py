@@ -248,6 +248,7 @@ def write_report(report: dict[str, Any], markdown: Path, images: Path) -> None:
     lines.append("")
     lines += _p2p_section(report.get("p2p"))
     lines += _mirror_section(report.get("mirror"))
+    lines += _validators_section(report.get("validators"))
     if SOAK_RESULTS.exists():
         lines += soak_section(json.loads(SOAK_RESULTS.read_text()))
     lines += _soak_section(report.get("soak"), images)
@@ -278,6 +279,55 @@ def _p2p_section(p2p: dict[str, Any] | None) -> list[str]:
         f"| gossip: max ms | {gossip['max_ms']} |",
         "",
         f"Measured from {gossip.get('note', 'submission to inclusion on every node')}.",
+        "",
+    ]
+
+
+def _validators_section(result: dict[str, Any] | None) -> list[str]:
+    """Validator networks (BFT): period, finality, throughput beside Anvil, recovery."""
+    if not result:
+        return []
+    cfg, nets = result["config"], result["networks"]
+    anvil = result["anvil_single_node_throughput_30m"]
+    single = result["cairn_single_node_throughput_30m"]
+
+    def row(label: str, pick: Any) -> str:
+        return f"| {label} | " + " | ".join(str(pick(n)) for n in nets) + " |"
+
+    return [
+        "## Validators (BFT, Cairn only but for throughput: `python -m bench.bench_validators`)",
+        "",
+        "Each validator a `cairn run` process on loopback on this one machine, block period "
+        f"1 s, empty blocks on. Finality: {cfg['rate']:g} transfers/s for "
+        f"{cfg['finality_seconds']:g} s spread over the validators, from submission to the "
+        "block being the head of the validator it was sent to (a committed block is final). "
+        f"Throughput: {cfg['flood']:,} pre-signed transfers sent as fast as taken, gas limit "
+        f"30M; the same transfers into one `anvil --block-time 1` gave "
+        f"{anvil['tx_per_s']:g} tx/s and into one `cairn dev --block-time 1` "
+        f"{single['tx_per_s']:g} tx/s in the same run. Recovery: f + 1 validators killed "
+        "(-9), the rest stall; the time from the last one restarted serving RPC to the next "
+        "block.",
+        "",
+        "| figure | " + " | ".join(f"{n['validators']} validators" for n in nets) + " |",
+        "|---|" + "---:|" * len(nets),
+        row("block interval, mean s", lambda n: n["period"]["interval_mean_s"]),
+        row("block interval, p99 s", lambda n: n["period"]["interval_p99_s"]),
+        row("submission to finality, p50 ms", lambda n: n["finality"]["p50_ms"]),
+        row("submission to finality, p99 ms", lambda n: n["finality"]["p99_ms"]),
+        row("throughput, tx/s", lambda n: n["throughput_30m"]["tx_per_s"]),
+        row("throughput, ratio to Anvil", lambda n: n["throughput_ratio_to_anvil"]),
+        row("CPU per validator, mean % of a core", lambda n: n["cpu_percent_of_a_core"]["mean"]),
+        row("recovery after f + 1 restarted, s", lambda n: n["recovery"]["seconds_to_next_block"]),
+        "",
+        "Every validator re-executes every block and the machine has 2 cores: with 7 "
+        "validators each gets less than a third of a core, which is what bounds the figures "
+        "here, not the protocol. Load average when the run started: "
+        + ", ".join(f"{x:.1f}" for x in result.get("load_average_at_start", [])),
+        "",
+        *(
+            f"- {f['validators']} validators did not complete: {f['error']}"
+            for f in result.get("failed", [])
+        ),
         "",
     ]
 

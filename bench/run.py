@@ -86,6 +86,14 @@ def _save(report: dict[str, Any]) -> None:
     (RESULTS / "latest.json").write_text(json.dumps(report, indent=2) + "\n")
 
 
+# Cairn-only sections, each a module printing one JSON object.
+NETWORK_SECTIONS = {
+    "p2p": "bench.bench_p2p",
+    "mirror": "bench.bench_mirror",
+    "validators": "bench.bench_validators",
+}
+
+
 def _run_json(module: str) -> dict[str, Any]:
     out = subprocess.run(
         [sys.executable, "-m", module], capture_output=True, text=True, cwd=REPO, check=True
@@ -115,7 +123,19 @@ def main() -> None:
         action="store_true",
         help="only re-write docs/benchmarks.md and the plots from the last latest.json",
     )
+    parser.add_argument(
+        "--only-section",
+        choices=sorted(NETWORK_SECTIONS),
+        help="re-run one Cairn-only section; keep the rest of the last latest.json",
+    )
     args = parser.parse_args()
+    if args.only_section:
+        last = json.loads((RESULTS / "latest.json").read_text())
+        print(f"[bench] {args.only_section} ...", flush=True)
+        last[args.only_section] = _run_json(NETWORK_SECTIONS[args.only_section])
+        _save(last)
+        write_report(last, REPO / "docs" / "benchmarks.md", REPO / "docs" / "img")
+        return
     if args.report_only:
         last = json.loads((RESULTS / "latest.json").read_text())
         write_report(last, REPO / "docs" / "benchmarks.md", REPO / "docs" / "img")
@@ -164,7 +184,7 @@ def main() -> None:
     report["stages"] = bench_stages.run(blocks=4, per_block=1400, profile=False)
     if not args.skip_network:
         # Cairn-only figures (Anvil has no p2p sync or SQL mirror to compare with).
-        for name, module in (("p2p", "bench.bench_p2p"), ("mirror", "bench.bench_mirror")):
+        for name, module in NETWORK_SECTIONS.items():
             print(f"[bench] {name} ...", flush=True)
             report[name] = _run_json(module)
     report["wall_seconds"] = round(time.time() - started, 1)

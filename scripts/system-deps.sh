@@ -1,6 +1,7 @@
 #!/bin/sh
 # Installs the system packages the tests need when they are missing (Debian/Ubuntu):
-# PostgreSQL server binaries (the mirror tests start their own cluster), iproute2, Node.js;
+# PostgreSQL server binaries (the mirror tests start their own cluster), iproute2, Node.js,
+# Chromium and its driver (the faucet page test drives a headless browser);
 # for the Docker tests: Docker's engine (docker.io), Compose (the `docker compose` plugin or
 # Debian's docker-compose), Prometheus (promtool and the server for the alert test) and
 # debootstrap; then starts dockerd if none answers and makes the debian:bookworm-slim base
@@ -14,6 +15,9 @@ pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || tr
 if [ -z "$pg_bin" ] || [ ! -x "$pg_bin/initdb" ]; then need="$need postgresql"; fi
 command -v ip >/dev/null 2>&1 || need="$need iproute2"
 command -v node >/dev/null 2>&1 || need="$need nodejs npm"
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+  need="$need chromium chromium-driver"
+fi
 if [ "${1:-}" = "bench" ]; then command -v wrk >/dev/null 2>&1 || need="$need wrk"; fi
 
 # Docker: the engine, a compose, and a CLI that builds with BuildKit (buildx, or the classic

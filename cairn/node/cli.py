@@ -1,4 +1,5 @@
-"""The `cairn` command: dev, run, init, account, db."""
+"""The `cairn` command: dev, run, init, account, db (version, dumpgenesis and account import
+in cli_tools)."""
 
 from __future__ import annotations
 
@@ -24,10 +25,12 @@ from cairn.genesis.model import Genesis
 from cairn.genesis.parse import genesis_to_json, load_genesis
 from cairn.memory import MemoryBudget
 from cairn.mirror.service import has_password, redact
-from cairn.node import cli_mirror, cli_testnet
+from cairn.node import cli_mirror, cli_testnet, cli_tools
 from cairn.node.config import add_options, resolve
+from cairn.node.faucet.service import FaucetConfig, parse_amount
 from cairn.node.keys import find_keystore, load_keystore, read_password, save_keystore
 from cairn.node.logs import setup_logging
+from cairn.node.metrics import parse_watch
 from cairn.node.p2p_wiring import p2p_config
 from cairn.node.service import CLIENT_VERSION, Node, NodeSettings
 from cairn.rpc.access import ClientAddress, default_burst, parse_rate, split_list
@@ -322,7 +325,30 @@ def _settings(
         health_min_peers=opts["health_min_peers"],
         health_max_blocks_behind=opts["health_max_blocks_behind"],
         memory=memory,
+        metrics_addr=opts["metrics_addr"],
+        metrics_port=opts["metrics_port"],
+        watch=parse_watch(opts["metrics_watch"]),
+        faucet=_faucet_config(opts),
         **extra,
+    )
+
+
+def _faucet_config(opts: dict[str, Any]) -> FaucetConfig | None:
+    """--faucet and its options; the key is unlocked here so a wrong password stops the start."""
+    keystore, password = opts["faucet_keystore"], opts["faucet_password"]
+    if not opts["faucet"]:
+        if keystore is not None:
+            raise ConfigError("--faucet.keystore given without --faucet: add --faucet to serve it")
+        return None
+    if keystore is None or password is None:
+        raise ConfigError("--faucet needs --faucet.keystore FILE and --faucet.password FILE")
+    cooldown = _seconds(opts["faucet_cooldown"], "--faucet.cooldown")
+    return FaucetConfig(
+        key=load_keystore(Path(keystore).expanduser(), Path(password).expanduser()),
+        amount=parse_amount(opts["faucet_amount"]),
+        cooldown=cooldown,
+        addr=opts["faucet_addr"],
+        port=opts["faucet_port"],
     )
 
 
@@ -436,6 +462,7 @@ def build_parser() -> argparse.ArgumentParser:
     reset.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     reset.set_defaults(func=cmd_db_reset)
 
+    cli_tools.add_commands(sub, account_sub)
     cli_testnet.add_commands(sub)
     cli_mirror.add_commands(sub)
     return parser

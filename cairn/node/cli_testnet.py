@@ -45,6 +45,9 @@ from cairn.p2p.identity import peer_id_of, write_nodekey
 
 MANIFEST = "testnet.json"
 
+# Between two status tables `up --local` looks this often for Ctrl-C.
+STOP_POLL_INTERVAL_SECONDS = 0.1
+
 
 @dataclass(frozen=True)
 class NodePlan:
@@ -366,7 +369,7 @@ def cmd_testnet_up(args: argparse.Namespace) -> int:
                 print(flush=True)
             end = time.monotonic() + args.interval
             while not stopping and time.monotonic() < end:
-                time.sleep(0.1)
+                time.sleep(STOP_POLL_INTERVAL_SECONDS)
     finally:
         print("stopping every node...", flush=True)
         for _, proc in procs:

@@ -203,6 +203,40 @@ OPTIONS: tuple[Option, ...] = (
         2,
         "blocks behind the best peer a node may be and still be ready",
     ),
+    Option(
+        "metrics.addr",
+        str,
+        None,
+        "serve /metrics on this interface too, without the RPC token (geth's --metrics.addr;"
+        " default: only on the RPC port)",
+    ),
+    Option("metrics.port", int, 6060, "port of the --metrics.addr listener (0 picks one)"),
+    Option(
+        "metrics.watch",
+        str,
+        None,
+        "comma-separated ADDRESS[=LABEL] whose head balance /metrics exports as "
+        "cairn_watched_balance_wei (the producer and the faucet are watched always)",
+        metavar="LIST",
+    ),
+    Option(
+        "faucet",
+        bool,
+        False,
+        "serve a faucet (page, POST /faucet) on its own port, paying from --faucet.keystore",
+    ),
+    Option("faucet.addr", str, "127.0.0.1", "faucet listening interface"),
+    Option("faucet.port", int, 8081, "faucet port (0 picks one)"),
+    Option("faucet.amount", str, "1", "ETH sent per request", metavar="ETH"),
+    Option(
+        "faucet.cooldown",
+        str,
+        "24h",
+        "time before the same address, or the same client IP, may ask again",
+        metavar="DURATION",
+    ),
+    Option("faucet.keystore", str, None, "keystore v3 file of the faucet's key", metavar="FILE"),
+    Option("faucet.password", str, None, "file holding that keystore's password", metavar="FILE"),
     Option("log.level", str, "info", "debug, info, warning or error"),
     Option("log.format", str, "text", "text or json"),
     Option(
@@ -274,6 +308,12 @@ def load_toml(path: Path) -> dict[str, Any]:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
     flat = _flatten(data)
+    # A switch whose name is also a table of options (`faucet` and `[faucet] port = ...`)
+    # is written `enabled = true` in that table; TOML cannot hold both.
+    for key in [k for k in flat if k.endswith("_enabled")]:
+        switch = key.removesuffix("_enabled")
+        if switch in _BY_DEST and _BY_DEST[switch].kind is bool and key not in _BY_DEST:
+            flat[switch] = flat.pop(key)
     unknown = sorted(set(flat) - set(_BY_DEST))
     if unknown:
         raise ConfigError(f"config file {path}: unknown keys {', '.join(unknown)}")

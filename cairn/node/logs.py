@@ -1,4 +1,8 @@
-"""Logging: human-readable by default, one JSON object per line with `--log.format json`."""
+"""Logging: human-readable by default, one JSON object per line with `--log.format json`.
+
+A record made while an RPC request is served carries its request id (`request` in JSON,
+`[req ID]` in text), the id an internal-error answer names to the client.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,15 @@ import sys
 import time
 
 from cairn.errors import ConfigError
+from cairn.rpc.dispatch import REQUEST_ID
+
+
+class RequestIdFilter(logging.Filter):
+    """Stamps each record with the id of the RPC request being served ("" outside one)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = REQUEST_ID.get()
+        return True
 
 
 class JsonFormatter(logging.Formatter):
@@ -19,9 +32,19 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
+        request = getattr(record, "request_id", "")
+        if request:
+            entry["request"] = request
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return json.dumps(entry)
+
+
+class TextFormatter(logging.Formatter):
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 (logging's name)
+        line = super().formatMessage(record)
+        request = getattr(record, "request_id", "")
+        return f"{line} [req {request}]" if request else line
 
 
 def setup_logging(level: str, fmt: str) -> None:
@@ -29,11 +52,12 @@ def setup_logging(level: str, fmt: str) -> None:
     if not isinstance(numeric, int):
         raise ConfigError(f"--log.level: unknown level {level!r}")
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(RequestIdFilter())
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     elif fmt == "text":
         handler.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)-5s %(name)s: %(message)s", "%H:%M:%S")
+            TextFormatter("%(asctime)s %(levelname)-5s %(name)s: %(message)s", "%H:%M:%S")
         )
     else:
         raise ConfigError(f"--log.format: expected 'text' or 'json', got {fmt!r}")

@@ -37,9 +37,26 @@ from cairn.memory import Footprint, MemoryBudget
 from cairn.mirror.metrics import MirrorCollector
 from cairn.mirror.service import Mirror, MirrorConfig, NodeInfo
 from cairn.mirror.source import ChainSource
+from cairn.node.backup import ControlServer, NodeBackups
+from cairn.node.faucet.service import (
+    Faucet,
+    FaucetCollector,
+    FaucetConfig,
+    FaucetServer,
+)
 from cairn.node.health import Health, HealthPolicy, HealthSources
 from cairn.node.heap import settle_after_start
-from cairn.node.metrics import MemoryCollector, NodeCollector, metrics_handler, new_registry
+from cairn.node.metrics import (
+    BlockMetrics,
+    MemoryCollector,
+    MetricsServer,
+    NodeCollector,
+    RpcLatency,
+    Watched,
+    WatchedBalances,
+    metrics_handler,
+    new_registry,
+)
 from cairn.node.p2p_wiring import P2PLink
 from cairn.p2p.api import P2PConfig
 from cairn.rpc.admin import AdminNamespace
@@ -49,6 +66,7 @@ from cairn.rpc.dispatch import Dispatcher
 from cairn.rpc.logs import LogIndex
 from cairn.rpc.methods import RpcMethods
 from cairn.rpc.server import RpcServer
+from cairn.txpool.intake import Intake
 from cairn.txpool.pool import PoolLimits, TxPool
 from cairn.txpool.recovery import SenderRecovery
 
@@ -77,6 +95,10 @@ class NodeSettings:
     health_min_peers: int | None = None
     health_max_blocks_behind: int = 2
     memory: MemoryBudget = field(default_factory=MemoryBudget)  # --cache, --txpool.max-bytes
+    metrics_addr: str | None = None  # --metrics.addr: a separate /metrics listener
+    metrics_port: int = 6060
+    watch: tuple[Watched, ...] = ()  # --metrics.watch
+    faucet: FaucetConfig | None = None  # --faucet
 
 
 def _not_syncing() -> SyncStatus:
@@ -156,7 +178,9 @@ class Node:
         self.mirror = self._mirror()
         admin = [AdminNamespace(self.p2p.service, self.chain, CLIENT_VERSION)] if self.p2p else []
         self.methods = RpcMethods(self.backend, CairnNamespace(self.chain, self.engine), *admin)
-        self.dispatcher = Dispatcher(self.methods.table, rpc.batch_limit)
+        self.dispatcher = Dispatcher(
+            self.methods.table, rpc.batch_limit, observe=RpcLatency(self.metrics).observe
+        )
         self.health = Health(
             HealthSources(
                 chain=self.chain,
@@ -188,6 +212,45 @@ class Node:
         if self.engine is not None:
             self.metrics.register(BftCollector(self.engine))
         self.metrics.register(MemoryCollector(self))
+        self.faucet = self._faucet(settings)
+        self._metrics_wiring(settings)
+        self.backups = NodeBackups(self.store, settings.datadir)
+        self.control = ControlServer(settings.datadir, {"backup": self.backups.backup})
+
+    def _metrics_wiring(self, settings: NodeSettings) -> None:
+        """Block figures from the chain's events, watched balances, the separate listener."""
+        head = self.chain.head
+        blocks = BlockMetrics(self.metrics, (head.block_number, head.timestamp))
+        self.events.subscribe(blocks.on_commit)
+        self.events.subscribe_rewound(blocks.on_rewind)
+        watched = list(settings.watch)
+        key = settings.producer_key
+        if key is not None and (self.producer is not None or self.engine is not None):
+            label = "validator" if self.engine is not None else "producer"
+            watched.append(Watched(Address(key.public_key.to_canonical_address()), label))
+        if settings.faucet is not None:
+            watched.append(Watched(settings.faucet.address, "faucet"))
+        self.metrics.register(WatchedBalances(self.chain.head_view, tuple(watched)))
+        self.metrics_server = (
+            MetricsServer(self.metrics, settings.metrics_addr, settings.metrics_port)
+            if settings.metrics_addr
+            else None
+        )
+
+    def _faucet(self, settings: NodeSettings) -> FaucetServer | None:
+        """--faucet: its transactions enter the pool as eth_sendRawTransaction's do."""
+        if settings.faucet is None:
+            return None
+        faucet = Faucet(
+            settings.faucet,
+            self.chain.chain_id,
+            self.chain.head_view,
+            self.pool,
+            Intake(self.pool, self.recovery),
+            self.store,
+        )
+        self.metrics.register(FaucetCollector(faucet))
+        return FaucetServer(faucet, self.rpc.clients)
 
     def _producer(self) -> tuple[DevChain | None, Sequencer | None]:
         """This node's block producer, if it holds a producer key of a sequencer chain."""
@@ -398,6 +461,11 @@ class Node:
             self.mirror.start()
         self.methods.start()
         self.health.loop.start()
+        if self.metrics_server is not None:
+            await self.metrics_server.start()
+        await self.control.start()
+        if self.faucet is not None:
+            await self.faucet.start()
         try:
             await self.rpc.start()
         except OSError as exc:
@@ -426,6 +494,11 @@ class Node:
         self._stopped = True
         log.info("shutting down: stopping RPC intake")
         await self.rpc.stop()
+        if self.metrics_server is not None:
+            await self.metrics_server.stop()
+        await self.control.stop()
+        if self.faucet is not None:
+            await self.faucet.stop()
         await self.health.loop.stop()
         await self.methods.stop()
         if self.p2p is not None:
@@ -443,6 +516,7 @@ class Node:
             task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.gather(*self._background, return_exceptions=True)
+        await self.backups.wait_idle()  # a backup being written finishes before the store closes
         self.writer.shutdown(wait=True)  # an import in flight finishes and commits first
         self.reads.shutdown(wait=True)
         self.call_thread.shutdown(wait=True)

@@ -573,27 +573,58 @@ def _k8s_config(role: str) -> dict[str, Any]:
         "p2p.port": CONTAINER_P2P_PORT,
         **CONTAINER_RPC,
     }
-    if role in SIGNING_ROLES:
+    if role == "sequencer":  # its key straight from the Secret
         config["producer.keystore"] = "/keys/keystore.json"
         config["producer.password"] = "/keys/password.txt"
+    elif role == "validator":  # each pod's own key, copied by its init container
+        config["producer.keystore"] = "/data/keystore/validator.json"
+        config["producer.password"] = "/data/password.txt"
     return config
 
 
+def _k8s_pod(node: DockerNode) -> str:
+    """The DNS name of the pod that runs `node` (validator-1 is cairn-validator-0)."""
+    if node.role == "validator":
+        ordinal = int(node.name.rsplit("-", 1)[1]) - 1
+        return f"cairn-validator-{ordinal}.cairn-validator"
+    return "cairn-sequencer-0.cairn-sequencer"
+
+
+def _k8s_keys(root: Path, plan: DockerPlan) -> dict[str, str]:
+    """The Secret's files: the sequencer's keystore.json, password.txt and nodekey, or
+    validator-<n>.keystore.json, .password and .nodekey for each validator."""
+    signers = [n for n in plan.nodes if n.signs]
+    data: dict[str, str] = {}
+    for node in signers:
+        assert node.keystore is not None
+        prefix = f"{node.name}." if node.role == "validator" else ""
+        password = "password" if node.role == "validator" else "password.txt"
+        data[f"{prefix}keystore.json"] = _b64(
+            (root / node.name / "keystore" / node.keystore).read_bytes()
+        )
+        data[f"{prefix}{password}"] = _b64((root / node.name / "password.txt").read_bytes())
+        data[f"{prefix}nodekey"] = _b64((root / node.name / "p2p" / "nodekey").read_bytes())
+    return data
+
+
 def write_kubernetes(root: Path, plan: DockerPlan, *, fullnodes: int) -> None:
-    """k8s/: a ConfigMap (genesis, configs), a Secret (keys, password) and the role manifests
-    of deploy/k8s with this network's values filled in. `kubectl apply -k k8s/`."""
+    """k8s/: a ConfigMap (genesis, role configs, the bootnode list and the script that
+    resolves it), a Secret (the signers' keys and passwords) and the manifests of deploy/k8s
+    for this network's roles with its values filled in. `kubectl apply -k k8s/`."""
     out = root / "k8s"
     out.mkdir(exist_ok=True)
-    boot = plan.bootnode
-    keystore_dir = root / boot.name / "keystore"
-    assert boot.keystore is not None
+    signers = [n for n in plan.nodes if n.signs]
+    signer_role = signers[0].role
+    templates = deploy_dir() / "k8s"
     config_map = {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": {"name": "cairn-network", "labels": {"app.kubernetes.io/part-of": "cairn"}},
         "data": {
             "genesis.json": (root / "genesis.json").read_text(),
-            **{f"{role}.toml": _toml(_k8s_config(role)) for role in ("sequencer", "fullnode")},
+            **{f"{role}.toml": _toml(_k8s_config(role)) for role in (signer_role, "fullnode")},
+            "bootnodes.txt": "".join(f"{_k8s_pod(n)} {n.peer_id}\n" for n in signers),
+            "bootnodes.sh": (templates / "bootnodes.sh").read_text(),
         },
     }
     secret = {
@@ -601,21 +632,21 @@ def write_kubernetes(root: Path, plan: DockerPlan, *, fullnodes: int) -> None:
         "kind": "Secret",
         "metadata": {"name": "cairn-keys", "labels": {"app.kubernetes.io/part-of": "cairn"}},
         "type": "Opaque",
-        "data": {
-            "keystore.json": _b64((keystore_dir / boot.keystore).read_bytes()),
-            "password.txt": _b64((root / boot.name / "password.txt").read_bytes()),
-            "nodekey": _b64((root / boot.name / "p2p" / "nodekey").read_bytes()),
-        },
+        "data": _k8s_keys(root, plan),
     }
-    header = "# Written by `cairn testnet init`: this network's values. Holds the producer key.\n"
+    header = "# Written by `cairn testnet init`: this network's values. Holds the signers' keys.\n"
     _write_private(out / "network.yaml", header + to_yaml(config_map) + "---\n" + to_yaml(secret))
     values = {
         "@IMAGE@": image_tag(),
-        "@BOOTNODE_PEER_ID@": boot.peer_id,
         "@FULLNODES@": str(fullnodes),
+        "@VALIDATORS@": str(len(signers)),
+        "@SIGNERS_MANIFEST@": f"{signer_role}.yaml",
         "@CHAIN_ID@": str(plan.chain_id),
     }
-    for template in sorted((deploy_dir() / "k8s").glob("*.yaml")):
+    other = "sequencer" if signer_role == "validator" else "validator"
+    for template in sorted(templates.glob("*.yaml")):
+        if template.stem == other:
+            continue
         text = template.read_text()
         for key, value in values.items():
             text = text.replace(key, value)
@@ -661,17 +692,7 @@ def write_docker_files(root: Path, plan: DockerPlan, *, mirror: bool, fullnodes:
     }
     _write_private(root / ".env", env_file(plan, passwords))
     write_observability(root, plan)
-    if any(n.role == "validator" for n in plan.nodes):
-        # The manifests of deploy/k8s run one sequencer StatefulSet; validators each need
-        # their own key in their own pod, which they do not provide yet (docs/docker.md).
-        (root / "k8s").mkdir(exist_ok=True)
-        (root / "k8s" / "README.md").write_text(
-            "Kubernetes manifests are written for sequencer networks only: validators need a\n"
-            "key per pod, which deploy/k8s does not provide yet. Use docker-compose.yml or\n"
-            "`cairn testnet up --local` for this validator network.\n"
-        )
-    else:
-        write_kubernetes(root, plan, fullnodes=fullnodes)
+    write_kubernetes(root, plan, fullnodes=fullnodes)
     # Containers read these through bind mounts as their own users (the node as uid 10001,
     # Prometheus as nobody, Grafana as 472): readable by all, whatever the umask was.
     shared = [root / "genesis.json", root / "docker-compose.yml"]

@@ -26,6 +26,9 @@ from cairn.node.testnet_compose import image_tag
 COMPOSE_FILE = "docker-compose.yml"
 PROFILES = ("observability", "explorer")
 
+# How often `up --docker` asks compose for the containers' health while it waits.
+HEALTH_POLL_INTERVAL_SECONDS = 1.0
+
 
 def _run(argv: list[str]) -> subprocess.CompletedProcess[str]:
     try:
@@ -194,7 +197,7 @@ def wait_healthy(project: str, timeout: float) -> list[ContainerState]:
             raise ConfigError(f"{names} failed; see `docker logs <container>`")
         if states and all(s.done for s in states):
             return states
-        time.sleep(1)
+        time.sleep(HEALTH_POLL_INTERVAL_SECONDS)
     waiting = ", ".join(f"{s.service}: {s.health or s.status}" for s in states if not s.done)
     raise ConfigError(f"not healthy after {timeout:.0f}s: {waiting or 'no containers'}")
 

@@ -5,19 +5,29 @@ A method's namespace is the part of its name before the first underscore (`debug
 `debug_traceTransaction`); an endpoint serves only the namespaces its `Access` allows. A
 batch's answers are handed to the transport's `AnswerSink` as each one is ready, so that a
 batch whose response would be too large is stopped while it is built, not after.
+
+Each request (a single call, a batch, one WebSocket message) gets a request id in the
+`REQUEST_ID` context variable while it is served: log records made meanwhile carry it (the
+JSON log format prints it) and internal errors name it to the client. Every known method's
+time to answer goes to the `observe` hook (/metrics).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
+import itertools
 import logging
+import os
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from cairn.rpc.errors import (
+    INTERNAL_ERROR,
     INVALID_PARAMS,
     INVALID_REQUEST,
     LIMIT_EXCEEDED,
@@ -29,6 +39,21 @@ from cairn.rpc.errors import (
 log = logging.getLogger("cairn.rpc")
 
 Handler = Callable[..., Awaitable[Any]]
+Observe = Callable[[str, float], None]  # (method, seconds)
+
+# The id of the request being served in this task ("" outside a request).
+REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("cairn_request_id", default="")
+_PROCESS_TAG = os.urandom(3).hex()
+_REQUESTS = itertools.count(1)
+
+
+def new_request_id() -> str:
+    """Unique within this process's life and unlikely to repeat across restarts."""
+    return f"{_PROCESS_TAG}-{next(_REQUESTS):x}"
+
+
+def _ignore(method: str, seconds: float) -> None:
+    return None
 
 
 def rpc_method(name: str) -> Callable[[Handler], Handler]:
@@ -112,9 +137,12 @@ class AnswerSink(Protocol):
 
 
 class Dispatcher:
-    def __init__(self, methods: dict[str, Handler], batch_limit: int) -> None:
+    def __init__(
+        self, methods: dict[str, Handler], batch_limit: int, observe: Observe = _ignore
+    ) -> None:
         self.methods = methods
         self.batch_limit = batch_limit
+        self.observe = observe
         self._signatures = {name: inspect.signature(fn) for name, fn in methods.items()}
         # Served calls and error answers by method ("other" for unknown names), for /metrics.
         self.calls: Counter[str] = Counter()
@@ -130,6 +158,15 @@ class Dispatcher:
     ) -> Any:
         """Answer a decoded request or batch; None means nothing to send (notifications).
         A batch stopped by `sink` is answered with one `-32005 response too large` error."""
+        token = REQUEST_ID.set(new_request_id())
+        try:
+            return await self._handle(payload, context, access, sink)
+        finally:
+            REQUEST_ID.reset(token)
+
+    async def _handle(
+        self, payload: Any, context: Any, access: Access, sink: AnswerSink | None
+    ) -> Any:
         if isinstance(payload, list):
             if not payload:
                 return _error(None, RpcError(INVALID_REQUEST, "empty batch"))
@@ -212,8 +249,12 @@ class Dispatcher:
             raise
         except Exception as exc:  # every failure becomes an error object, the node keeps serving
             error = from_exception(exc)
-            if error.code == -32603:
-                log.exception("internal error in %s", method)
+            if error.code == INTERNAL_ERROR:
+                request = REQUEST_ID.get()
+                log.exception("internal error in %s (request %s)", method, request)
+                error = RpcError(error.code, f"{error.message} (request {request})", error.data)
+            else:
+                log.debug("%s answered error %d: %s", method, error.code, error.message)
             return None if is_notification else _error(request_id, error)
         if is_notification:
             return None
@@ -231,11 +272,14 @@ class Dispatcher:
         if not access.allows(namespace_of(method)):
             self.errors[method] += 1
             raise access.refusal(method)
+        started = time.perf_counter()
         try:
             return await self._call(fn, method, params, context)
         except Exception:
             self.errors[method] += 1
             raise
+        finally:
+            self.observe(method, time.perf_counter() - started)
 
     async def _call(self, fn: Handler, method: str, params: list[Any], context: Any) -> Any:
         signature = self._signatures[method]

@@ -14,6 +14,8 @@ Layout (one-byte prefix, then a fixed-width body, so prefixes never collide):
     P<hash:32>              txpool journal: a raw transaction accepted and not yet mined
     O<number:8>             dev chains only: state overrides / impersonated senders of the block
     D<id:8>                 dev chains only: an evm_snapshot (the head it names, clock settings)
+    F a<address:20>         faucet: time of the last drip to an address (seconds, 8 bytes)
+    F i<ip:16>              faucet: time of the last drip to a client IP (IPv4 as ::ffff:a.b.c.d)
     mdev-settings           dev chains only: clock offset, impersonated accounts (msgpack)
     mdev-snapshot-seq       dev chains only: the next evm_snapshot id
 """
@@ -35,6 +37,7 @@ JOURNAL_PREFIX = b"P"
 _DEV_EXTRAS = b"O"
 DEV_SNAPSHOT_PREFIX = b"D"
 EVIDENCE_PREFIX = b"E"
+FAUCET_PREFIX = b"F"
 
 SCHEMA_VERSION_KEY = _META + b"schema-version"
 GENESIS_HASH_KEY = _META + b"genesis-hash"
@@ -103,6 +106,18 @@ def dev_snapshot_key(snapshot_id: int) -> bytes:
 def evidence_key(height: int, round_: int, kind: int, validator: bytes) -> bytes:
     """Equivocation evidence, one record per (height, round, vote kind, validator)."""
     return EVIDENCE_PREFIX + _number(height) + _number(round_) + bytes([kind]) + validator
+
+
+def faucet_address_key(address: bytes) -> bytes:
+    if len(address) != 20:
+        raise ValueError(f"expected a 20-byte address, got {len(address)} bytes")
+    return FAUCET_PREFIX + b"a" + address
+
+
+def faucet_ip_key(packed_ip: bytes) -> bytes:
+    if len(packed_ip) != 16:
+        raise ValueError(f"expected a 16-byte (IPv6 or mapped IPv4) address, got {len(packed_ip)}")
+    return FAUCET_PREFIX + b"i" + packed_ip
 
 
 def encode_number(n: int) -> bytes:

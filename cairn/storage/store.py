@@ -362,6 +362,33 @@ class ChainStore:
                     break
         return found
 
+    # ---------------------------------------------------------------- faucet
+    def save_faucet_drip(self, address: bytes, packed_ip: bytes, at: int) -> None:
+        """Record a drip to `address` asked from `packed_ip` at `at` (seconds), synced."""
+        stamp = schema.encode_number(at)
+        with self._write_lock, self._db.write_batch(transaction=True, sync=True) as batch:
+            batch.put(schema.faucet_address_key(address), stamp)
+            batch.put(schema.faucet_ip_key(packed_ip), stamp)
+
+    def load_faucet_drips(self, address: bytes, packed_ip: bytes) -> tuple[int | None, int | None]:
+        """When `address` and `packed_ip` last got a drip (seconds), None for never."""
+        by_address = self._db.get(schema.faucet_address_key(address))
+        by_ip = self._db.get(schema.faucet_ip_key(packed_ip))
+        return (
+            schema.decode_number(by_address) if by_address is not None else None,
+            schema.decode_number(by_ip) if by_ip is not None else None,
+        )
+
+    def prune_faucet_drips(self, before: int) -> int:
+        """Forget drips older than `before` (their cooldown is over); how many were dropped."""
+        with self._db.iterator(prefix=schema.FAUCET_PREFIX) as it:
+            old = [key for key, value in it if schema.decode_number(value) < before]
+        if old:
+            with self._write_lock, self._db.write_batch(transaction=True, sync=True) as batch:
+                for key in old:
+                    batch.delete(key)
+        return len(old)
+
     # ---------------------------------------------------------------- txpool journal
     def save_journal(self, entries: Iterable[tuple[bytes, bytes]]) -> None:
         """Durably record accepted raw transactions (fsync before returning)."""
@@ -443,14 +470,23 @@ class ChainStore:
             for key, value in it:
                 yield schema.decode_number(key[1:]), value
 
-    def snapshot_to(self, target: Path) -> None:
-        """Copy a consistent snapshot of every key into a new LevelDB at `target`."""
+    def snapshot_to(self, target: Path) -> Head:
+        """Copy a consistent snapshot of every key into a new LevelDB at `target` (a chain
+        directory the node opens as this one, identity marker included); the snapshot's head.
+        Writes into this store continue meanwhile: the copy holds whole blocks only."""
         if target.exists() and any(target.iterdir()):
             raise DatadirError(f"backup target {target} is not empty")
         snap = self._db.snapshot()
+        raw_head = snap.get(schema.HEAD_KEY)
+        if raw_head is None:
+            snap.close()
+            raise DatadirError(f"{self.path} holds no chain yet: nothing to back up")
+        number, block_hash = schema.decode_head(raw_head)
+        target.mkdir(parents=True, exist_ok=True)
+        _write_durably(target / IDENTITY_FILE, (self.path / IDENTITY_FILE).read_bytes())
         out = plyvel.DB(str(target), create_if_missing=True, error_if_exists=True)
         try:
-            batch = out.write_batch()
+            batch = out.write_batch(sync=True)
             pending = 0
             with snap.iterator() as it:
                 for key, value in it:
@@ -458,12 +494,13 @@ class ChainStore:
                     pending += 1
                     if pending >= 10_000:
                         batch.write()
-                        batch = out.write_batch()
+                        batch = out.write_batch(sync=True)
                         pending = 0
             batch.write()
         finally:
             snap.close()
             out.close()
+        return Head(number, block_hash)
 
 
 def _write_durably(path: Path, data: bytes) -> None:

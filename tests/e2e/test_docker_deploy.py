@@ -1,14 +1,15 @@
 """What `cairn testnet init` writes beside the compose network, checked without a cluster or
-a registry: the Grafana dashboard and alert rules only name metrics a live node exports (or
-the few announced ones), the Kubernetes manifests hang together (ports, probes, claims, the
-Secret and ConfigMap they reference, a keystore the password opens), and `compose config`
-accepts the explorer profile with Blockscout pointed at the RPC node."""
+a registry: the Grafana dashboard and alert rules only name metrics a live node exports, the
+Kubernetes manifests hang together (ports, probes, claims, the Secret and ConfigMap they
+reference, a keystore the password opens), and `compose config` accepts the explorer profile
+with Blockscout pointed at the RPC node."""
 
 from __future__ import annotations
 
 import base64
 import json
 import re
+import subprocess
 import tomllib
 import urllib.request
 from collections.abc import Iterator
@@ -29,12 +30,6 @@ from tests.support.proc import REPO, NodeProcess, run_cli
 
 pytestmark = pytest.mark.e2e
 
-# announced in the rules and dashboard, exported by a later node version (docs/docker.md)
-ANNOUNCED = {
-    "cairn_watched_balance_wei",
-    "cairn_block_interval_seconds",
-    "cairn_rpc_request_duration_seconds",
-}
 DASHBOARD = REPO / "deploy" / "grafana" / "dashboards" / "cairn.json"
 METRIC = re.compile(r"\b((?:cairn|process)_[a-z0-9_]+|up)\b(?!\s*\()")
 
@@ -81,7 +76,7 @@ def _metric_names(expr: str) -> set[str]:
 
 
 def _known(name: str, exported: set[str]) -> bool:
-    return name == "up" or name in exported or name in ANNOUNCED
+    return name == "up" or name in exported
 
 
 def test_dashboard_panels_query_real_metrics(exported: set[str]) -> None:
@@ -153,28 +148,95 @@ def _documents(folder: Path) -> Iterator[dict[str, Any]]:
                 yield doc
 
 
+@pytest.fixture(scope="module")
+def validator_testnet(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("deploy-bft") / "net"
+    # four scrypt keystores: slow on a loaded machine
+    done = run_cli(
+        "testnet", "init", "--validators", "4", "--fullnodes", "2", "--dir", str(root), timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    return root
+
+
 def test_kubernetes_manifests_hang_together(testnet: Path) -> None:
+    sets, config_map, secret = _check_manifests(testnet, "sequencer", fullnodes=3)
+    assert sets["cairn-sequencer"]["spec"]["replicas"] == 1
+    sequencer_config = tomllib.loads(config_map["sequencer.toml"])
+    assert sequencer_config["producer.keystore"] == "/keys/keystore.json"
+    assert sequencer_config["producer.password"] == "/keys/password.txt"
+    _opens(secret["keystore.json"], secret["password.txt"], config_map["genesis.json"])
+
+
+def test_kubernetes_manifests_of_a_validator_network(validator_testnet: Path) -> None:
+    sets, config_map, secret = _check_manifests(validator_testnet, "validator", fullnodes=2)
+    assert sets["cairn-validator"]["spec"]["replicas"] == 4
+    config = tomllib.loads(config_map["validator.toml"])
+    assert config["producer.keystore"] == "/data/keystore/validator.json"
+    assert config["producer.password"] == "/data/password.txt"
+    # pod k takes validator-(k+1)'s files, which the Secret holds and which open to the
+    # genesis validator of that name
+    init = sets["cairn-validator"]["spec"]["template"]["spec"]["initContainers"][0]
+    script = " ".join(init["args"])
+    assert "n=$(( ${HOSTNAME##*-} + 1 ))" in script
+    taken = set(re.findall(r"/keys/(validator-\$n\.[\w.]+)", script))
+    assert taken == {"validator-$n.nodekey", "validator-$n.keystore.json", "validator-$n.password"}
+    manifest = json.loads((validator_testnet / "testnet.json").read_text())
+    for k in range(4):
+        name = f"validator-{k + 1}"
+        for file in taken:
+            assert file.replace("$n", str(k + 1)) in secret, file
+        _opens(
+            secret[f"{name}.keystore.json"], secret[f"{name}.password"], config_map["genesis.json"]
+        )
+        node = next(n for n in manifest["nodes"] if n["name"] == name)
+        assert (
+            f"cairn-validator-{k}.cairn-validator {node['peerId']}" in config_map["bootnodes.txt"]
+        )
+
+
+def test_the_bootnode_script_resolves_every_other_pod(tmp_path: Path) -> None:
+    listing = tmp_path / "bootnodes.txt"
+    listing.write_text("localhost PEER-A\nme.cairn-validator PEER-ME\n")
+    done = subprocess.run(
+        ["sh", str(REPO / "deploy" / "k8s" / "bootnodes.sh"), str(listing)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={"PATH": "/usr/bin:/bin", "HOSTNAME": "me"},
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "/ip4/127.0.0.1/tcp/30333/p2p/PEER-A"
+
+
+def _opens(keystore: bytes, password: bytes, genesis_json: str) -> None:
+    """The password decrypts the keystore to a signer the genesis names."""
+    key = eth_keyfile.decode_keyfile_json(
+        json.loads(keystore), password.decode().splitlines()[0].encode()
+    )
+    signer = keys.PrivateKey(key).public_key.to_checksum_address().lower()
+    assert signer in json.dumps(json.loads(genesis_json)).lower()
+
+
+def _check_manifests(
+    testnet: Path, signer_role: str, *, fullnodes: int
+) -> tuple[dict[str, dict[str, Any]], dict[str, str], dict[str, bytes]]:
+    """What every generated k8s/ folder must hold; its StatefulSets, ConfigMap data and
+    decoded Secret data."""
     folder = testnet / "k8s"
     text = "".join(p.read_text() for p in folder.glob("*.yaml"))
     assert not re.search(r"@[A-Z_]+@", text), "a template placeholder was left"
     kustomization = yaml.safe_load((folder / "kustomization.yaml").read_text())
     assert all((folder / r).is_file() for r in kustomization["resources"])
-    assert (folder / "network.yaml").stat().st_mode & 0o077 == 0  # it holds the producer key
+    assert f"{signer_role}.yaml" in kustomization["resources"]
+    assert (folder / "network.yaml").stat().st_mode & 0o077 == 0  # it holds the signers' keys
     docs = list(_documents(folder))
     by_kind: dict[str, dict[str, dict[str, Any]]] = {}
     for doc in docs:
         by_kind.setdefault(doc["kind"], {})[doc["metadata"]["name"]] = doc
     config_map = by_kind["ConfigMap"]["cairn-network"]["data"]
     secret = {k: base64.b64decode(v) for k, v in by_kind["Secret"]["cairn-keys"]["data"].items()}
-    # the Secret opens: the password decrypts the keystore to the genesis producer
-    genesis = json.loads(config_map["genesis.json"])
-    key = eth_keyfile.decode_keyfile_json(
-        json.loads(secret["keystore.json"]),
-        secret["password.txt"].decode().splitlines()[0].encode(),
-    )
-    producer = keys.PrivateKey(key).public_key.to_checksum_address().lower()
-    assert producer in json.dumps(genesis).lower()
-    for role in ("sequencer", "fullnode"):
+    for role in (signer_role, "fullnode"):
         config = tomllib.loads(config_map[f"{role}.toml"])
         path = testnet / f"{role}.check.toml"
         path.write_text(config_map[f"{role}.toml"])
@@ -183,15 +245,12 @@ def test_kubernetes_manifests_hang_together(testnet: Path) -> None:
         except ConfigError as exc:
             pytest.fail(f"{role}.toml: {exc}")
         assert config["genesis"] == "/config/genesis.json" and config["datadir"] == "/data"
-    sequencer_config = tomllib.loads(config_map["sequencer.toml"])
-    assert sequencer_config["producer.keystore"] == "/keys/keystore.json"
-    assert sequencer_config["producer.password"] == "/keys/password.txt"
+    assert config_map["bootnodes.sh"] == (REPO / "deploy" / "k8s" / "bootnodes.sh").read_text()
 
     services = by_kind["Service"]
     sets = by_kind["StatefulSet"]
-    assert set(sets) == {"cairn-sequencer", "cairn-fullnode"}
-    assert sets["cairn-sequencer"]["spec"]["replicas"] == 1
-    assert sets["cairn-fullnode"]["spec"]["replicas"] == 3
+    assert set(sets) == {f"cairn-{signer_role}", "cairn-fullnode"}
+    assert sets["cairn-fullnode"]["spec"]["replicas"] == fullnodes
     for name, sts in sets.items():
         spec = sts["spec"]
         pod = spec["template"]["spec"]
@@ -227,15 +286,15 @@ def test_kubernetes_manifests_hang_together(testnet: Path) -> None:
         assert role_toml is not None and role_toml.group(1) in config_map, config_file
         if name == "cairn-sequencer":
             assert volumes[mounted["/keys"]]["secret"]["secretName"] == "cairn-keys"
+        if name != "cairn-sequencer":  # dials the signers by the listing in the ConfigMap
+            assert '--bootnodes "$(sh /config/bootnodes.sh)"' in config_file
         # every Service port of these pods names a port the container has
         for service in services.values():
             if service["spec"]["selector"].items() <= labels.items():
                 for port in service["spec"]["ports"]:
                     assert port["targetPort"] in ports, (service["metadata"]["name"], port)
-    boot = re.search(r"/p2p/(\w+)", json.dumps(sets["cairn-fullnode"]))
-    manifest = json.loads((testnet / "testnet.json").read_text())
-    assert boot is not None and boot.group(1) == manifest["nodes"][0]["peerId"]
     assert services["cairn-rpc"]["spec"]["ports"][1]["port"] == 8546
+    return sets, config_map, secret
 
 
 def test_compose_file_as_written(testnet: Path) -> None:

@@ -6,6 +6,8 @@ import json
 import re
 import urllib.request
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from tests.support import rpc
 from tests.support.chain import transfer
 from tests.support.proc import NodeProcess
@@ -62,12 +64,13 @@ def test_health_status_and_metrics(dev_node: NodeProcess) -> None:
     assert metric(text, "cairn_memory_bytes", '{structure="leveldb"}') > 0
 
     def workers() -> dict[str, float] | None:
-        found = re.findall(
-            r'^cairn_worker_resident_memory_bytes\{kind="(\w+)",index="(\d+)"\} (\S+)$',
-            get(base + "/metrics")[1],
-            re.M,
-        )
-        kinds = {f"{kind}{index}": float(rss) for kind, index, rss in found}
+        # prometheus_client writes labels sorted by name: parse rather than match the line
+        kinds = {
+            sample.labels["kind"] + sample.labels["index"]: sample.value
+            for family in text_string_to_metric_families(get(base + "/metrics")[1])
+            if family.name == "cairn_worker_resident_memory_bytes"
+            for sample in family.samples
+        }
         return kinds if {"recovery0", "call0"} <= set(kinds) else None
 
     rss = wait_until(workers, timeout=60, message="worker RSS in /metrics")

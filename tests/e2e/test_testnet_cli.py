@@ -186,7 +186,8 @@ def test_a_validator_network_from_init_runs_with_up_local(tmp_path: Path) -> Non
         local = tomllib.loads((root / f"validator-{i}" / "config.toml").read_text())
         assert len(local["bootnodes"].split(",")) == 3  # the other validators
         assert (root / f"validator-{i}" / "password.txt").stat().st_mode & 0o777 == 0o600
-    assert (root / "k8s" / "README.md").exists()  # manifests are for sequencer networks
+    assert (root / "k8s" / "validator.yaml").exists()  # and no sequencer.yaml
+    assert not (root / "k8s" / "sequencer.yaml").exists()
     urls = [f"http://127.0.0.1:{http + i}" for i in range(5)]
     out = (tmp_path / "up.out").open("wb")
     up = subprocess.Popen(

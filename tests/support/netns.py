@@ -104,6 +104,38 @@ class Lan:
             raise
         return self
 
+    def partition(self, *groups: tuple[int, ...]) -> None:
+        """Cut the LAN into `groups` of host indexes: a host's packets to any host of another
+        group vanish (a blackhole route in the sender's namespace), as on a failed link:
+        nothing is refused or reset, established connections just stop carrying data."""
+        for group in groups:
+            for i in group:
+                for other in groups:
+                    if other is group:
+                        continue
+                    for j in other:
+                        _ip(
+                            "-n",
+                            self.namespaces[i],
+                            "route",
+                            "add",
+                            "blackhole",
+                            f"{self.addresses[j]}/32",
+                        )
+
+    def heal(self) -> None:
+        """Undo `partition`: every host reaches every other again."""
+        for ns in self.namespaces:
+            found = subprocess.run(
+                ["ip", "-n", ns, "route", "show", "type", "blackhole"],
+                check=True,
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+            for line in found.stdout.splitlines():
+                _ip("-n", ns, "route", "del", *line.split())
+
     def __exit__(
         self,
         exc_type: type[BaseException] | None,

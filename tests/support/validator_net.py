@@ -20,6 +20,7 @@ from cairn.genesis.parse import genesis_to_json
 from cairn.node.keys import save_keystore
 from cairn.p2p.identity import peer_id_of, write_nodekey
 from tests.support.net import head
+from tests.support.netns import Lan, NetnsNode
 from tests.support.proc import NodeProcess, free_port
 from tests.support.wait import wait_until
 
@@ -47,9 +48,15 @@ def validator_genesis(n: int, *, block_time: float, chain_id: int = 31337) -> Ge
 
 
 class ValidatorNet:
-    def __init__(self, root: Path, n: int = 4, *, block_time: float = 1.0) -> None:
+    """`n` validators on loopback, or each on its own host of `lan` (validator i on host i,
+    full nodes on the hosts after them)."""
+
+    def __init__(
+        self, root: Path, n: int = 4, *, block_time: float = 1.0, lan: Lan | None = None
+    ) -> None:
         self.root = root
         self.n = n
+        self.lan = lan
         root.mkdir(parents=True, exist_ok=True)
         self.genesis_path = root / "genesis.json"
         genesis = validator_genesis(n, block_time=block_time)
@@ -78,15 +85,23 @@ class ValidatorNet:
         for node in [*self.fullnodes, *self.validators.values()]:
             node.stop()
 
+    def address(self, host: int) -> str:
+        return self.lan.addresses[host] if self.lan is not None else "127.0.0.1"
+
     def enode(self, i: int) -> str:
-        return f"/ip4/127.0.0.1/tcp/{self.p2p_ports[i]}/p2p/{self.peer_ids[i]}"
+        return f"/ip4/{self.address(i)}/tcp/{self.p2p_ports[i]}/p2p/{self.peer_ids[i]}"
+
+    def _process(self, host: int, datadir: Path, *args: str) -> NodeProcess:
+        if self.lan is None:
+            return NodeProcess(datadir, "run", *args)
+        return NetnsNode(self.lan.namespaces[host], self.address(host), datadir, "run", *args)
 
     def start_validator(self, i: int, *, wait: bool = True) -> NodeProcess:
         datadir = self.root / f"validator-{i}"
         others = ",".join(self.enode(j) for j in range(self.n) if j != i)
-        node = NodeProcess(
+        node = self._process(
+            i,
             datadir,
-            "run",
             "--genesis",
             str(self.genesis_path),
             "--producer.password",
@@ -94,7 +109,7 @@ class ValidatorNet:
             "--p2p.port",
             str(self.p2p_ports[i]),
             "--p2p.addr",
-            "127.0.0.1",
+            self.address(i),
             "--bootnodes",
             others,
         )
@@ -114,9 +129,9 @@ class ValidatorNet:
             node.wait_ready(STARTUP_SECONDS)
 
     def start_fullnode(self, name: str = "fullnode") -> NodeProcess:
-        node = NodeProcess(
+        node = self._process(
+            self.n + len(self.fullnodes),
             self.root / name,
-            "run",
             "--genesis",
             str(self.genesis_path),
             "--bootnodes",

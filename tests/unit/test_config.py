@@ -57,3 +57,18 @@ def test_bad_files_are_refused_by_name(tmp_path: Path, content: str, message: st
 def test_bad_environment_value_names_the_variable() -> None:
     with pytest.raises(ConfigError, match="CAIRN_HTTP_PORT"):
         resolve(parse([]), {"CAIRN_HTTP_PORT": "many"})
+
+
+def test_switch_with_options_as_a_table(tmp_path: Path) -> None:
+    toml = tmp_path / "cairn.toml"
+    toml.write_text('[faucet]\nenabled = true\nport = 9081\namount = "0.5"\n')
+    opts = resolve(parse(["--config", str(toml)]), {})
+    assert opts["faucet"] is True and opts["faucet_port"] == 9081
+    assert opts["faucet_amount"] == "0.5"
+    toml.write_text('faucet = true\n"faucet.cooldown" = "1h"\n[metrics]\nwatch = "0x00"\n')
+    opts = resolve(parse(["--config", str(toml)]), {})
+    assert opts["faucet"] is True and opts["faucet_cooldown"] == "1h"
+    assert opts["metrics_watch"] == "0x00"
+    toml.write_text("[metrics]\nenabled = true\n")  # not a switch: refused by name
+    with pytest.raises(ConfigError, match="unknown keys metrics_enabled"):
+        resolve(parse(["--config", str(toml)]), {})
