@@ -24,6 +24,8 @@ PENALTIES = {
     "bad-block": 40.0,
     "bad-tx": 10.0,
     "bad-sync": 40.0,
+    # no answer to a range request within 30 s: rare for an honest peer, so it pays less
+    "slow-sync": 20.0,
     "protocol": 20.0,
     "over-budget": 25.0,
     # two conflicting signed consensus messages: proof of a faulty author, banned at once

@@ -2,9 +2,9 @@
 serving `status`, `peers` and `range` requests from peers past the handshake, within a
 per-peer budget of requests and answer bytes (`limits.ServeBudget`: a peer over it is
 refused, scored down and hung up on), and asking peers for blocks (`fetch_range`: peers in
-good standing first, the next one when a peer answers nothing or junk) and for their head
-every 2 s (`status_loop`), which keeps each peer's announced head, and the time it said so,
-fresh in the peer table.
+good standing first, the next one when a peer answers nothing, junk or not in time) and
+for their head every 2 s (`status_loop`), which keeps each peer's announced head, and the
+time it said so, fresh in the peer table.
 
 Blocks cross as opaque encoded bundles: the core decodes and judges them. Storage reads
 for the server run on trio's worker threads (committed data is immutable).
@@ -156,7 +156,13 @@ class SyncProtocol:
                 self._links.penalise(peer.peer_id, "bad-sync", f"block range answer: {exc}")
                 last_error = str(exc)
             except trio.TooSlowError:
-                log.info("range request to %s timed out", pid)
+                # Rare for an honest peer (an answer is at most 12 MiB); a peer that keeps
+                # stalling would otherwise stay first in line and cost every round this wait.
+                self._links.penalise(
+                    peer.peer_id,
+                    "slow-sync",
+                    f"no answer to a range request within {REQUEST_TIMEOUT:.0f}s",
+                )
                 last_error = f"{pid} timed out"
             except PEER_ERRORS as exc:
                 log.info("range request to %s failed: %s", pid, describe(exc))

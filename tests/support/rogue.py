@@ -39,7 +39,8 @@ from libp2p.utils.varint import encode_varint_prefixed, read_varint_prefixed_byt
 from cairn.p2p import messages as m
 
 T = TypeVar("T")
-RangeAnswer = Callable[[m.SyncRequest], bytes]
+# The answer to a range request; None: never answer (hold the stream open).
+RangeAnswer = Callable[[m.SyncRequest], bytes | None]
 
 
 def empty_range(_request: m.SyncRequest) -> bytes:
@@ -207,7 +208,10 @@ class RoguePeer:
             answer = self.status.encode()
         else:
             self.range_requests += 1
-            answer = self.range_answer(request)
+            ranged = self.range_answer(request)
+            if ranged is None:
+                await trio.sleep_forever()  # until the asker gives up, or we stop
+            answer = ranged or b""
         await stream.write(encode_varint_prefixed(answer))
         await stream.close()
 
