@@ -413,6 +413,14 @@ def soak_section(soak: dict[str, Any]) -> list[str]:
         row("longest gap between blocks, s", "longest_gap_s"),
         row("node RSS max, MiB", "rss_max_mib"),
         row("node RSS at the end, MiB", "rss_end_mib"),
+        *(
+            [
+                row("full node behind the sequencer, p50 blocks", "follower_lag_p50"),
+                row("full node behind the sequencer, max blocks", "follower_lag_max"),
+            ]
+            if any(soak[p].get("follower_lag_max") is not None for p in phases)
+            else []
+        ),
         "",
         "The abusers, each a process of its own: `deep-json` (40 KB bodies of escaped quotes "
         "after 600 brackets), `big-json` (1 MiB of brackets at the nesting limit), "
@@ -420,23 +428,43 @@ def soak_section(soak: dict[str, Any]) -> list[str]:
         "(`debug_traceCall` with `enableMemory` over 16 KiB of memory), `batch` (100 calls "
         "answering 512 KiB each), `ws-noread` (WebSocket clients asking for 2 MB answers and "
         "never reading), `filters` (`eth_newFilter` nonstop), `ws-conns` (WebSocket "
-        "connections held). What they sent and were answered (count per outcome):",
+        "connections held), `bad-peer` (a p2p peer under a new peer id each time it is hung "
+        "up on, in turn: flooding the sequencer with sync range requests, gossiping junk "
+        "transaction batches and undecodable consensus messages to it, and claiming head "
+        "#1,000,000 to the full node while answering its range requests with junk). What "
+        "they sent and were answered (count per outcome):",
         "",
         "| abuser: outcome | count |",
         "|---|---:|",
         *(f"| {k} | {v:,} |" for k, v in soak["abusers"].items()),
         "",
     ]
+    abuse = soak["abuse"]
+    others = [v for m, v in abuse.get("p99_ms_by_method", {}).items() if m != "eth_call"]
     lines += [
         "Reading it: `eth_call` is the one method whose tail suffers. Two calls looping to "
         "`--rpc.evmtimeout` (5 s) keep both call workers of this 2-core machine busy, so an "
         "honest call may wait for one to end, or for two when it was queued behind a loop "
         "that had not yet shown itself slow ([security.md](security.md#what-is-not-bounded-yet)). "
-        "The other methods stay within a second, no honest request fails, and a block still "
-        "comes every second. RSS at the end holds the log filters the abuser installed (until "
-        "`--rpc.filter-timeout`, 300 s) and allocator fragmentation.",
+        f"Under abuse the other methods' p99 is at most {max(others, default=0):,.0f} ms, "
+        f"{abuse['honest_errors']} honest requests fail, and blocks keep coming "
+        f"({abuse['per_minute']} per minute, the longest gap {abuse['longest_gap_s']} s). RSS "
+        "at the end holds the log filters the abuser installed (until `--rpc.filter-timeout`, "
+        "300 s) and allocator fragmentation. The load average is the whole machine's: other "
+        "work running beside the soak shows in every phase, the baseline included.",
         "",
     ]
+    if abuse.get("follower_lag_max") is not None:
+        lines += [
+            "The misbehaving peer: the full node following the sequencer stays at most "
+            f"{abuse['follower_lag_max']} block(s) behind it while the peer lies to it; junk "
+            "gossip and lies end with the peer hung up on and banned (a third banned id bans "
+            "its IP, and later turns are refused at once); sync requests are answered while "
+            "they stay within the per-peer budget (20/s after a burst of 100: a node slowed "
+            "by other load answers 128-block ranges slower than that, and serves them), past "
+            "it they are refused and the peer scored down ([security.md](security.md#p2p-limits)).",
+            "",
+        ]
     return lines
 
 

@@ -17,6 +17,13 @@ The abusers, each in a process of its own:
   ws-noread   WebSocket clients that ask for 2 MB answers and never read, reconnecting
   filters     eth_newFilter nonstop (up to --rpc.max-filters, then refused)
   ws-conns    WebSocket connections opened and held, up to the limit, reopened
+  bad-peer    a p2p peer (a new peer id each time it is hung up on): on the sequencer it
+              gossips junk transaction batches and undecodable consensus messages and
+              floods sync range requests; on the full node it claims head #1,000,000 and
+              answers every range request with junk
+
+Beside the sequencer under test runs a full node following it by p2p; its distance
+behind the sequencer is sampled with the head.
 
 Run: .venv/bin/python -m bench.soak_abuse [--baseline 60] [--abuse 120] [--recovery 30]
 Writes bench/results/soak_abuse.json and prints it.
@@ -50,6 +57,7 @@ from tests.support.hostile import (
     revert_with,
     rss_mib,
 )
+from tests.support.net import LocalNet, enode
 from tests.support.proc import NodeProcess
 
 RESULTS = SOAK_RESULTS
@@ -67,11 +75,83 @@ KINDS = [
     "ws-noread",
     "filters",
     "ws-conns",
+    "bad-peer",
 ]
+FAR_HEAD = 1_000_000
+
+
+# ------------------------------------------------------------------ the misbehaving peer
+def _bad_peer(targets: dict[str, Any], until: float, tally: Any) -> None:
+    """A new RoguePeer per connection: junk at the sequencer, lies to the full node, until
+    hung up on; then again under a new peer id (and refused once its IP is banned)."""
+    import trio
+
+    from cairn.p2p import messages as m
+    from tests.support.chain import transfer
+    from tests.support.rogue import RoguePeer
+
+    def count(outcome: str) -> None:
+        tally[f"bad-peer: {outcome}"] = tally.get(f"bad-peer: {outcome}", 0) + 1
+
+    chain_id, genesis = int(targets["chain_id"]), bytes.fromhex(targets["genesis"])
+    junk_txs = m.encode_txs([transfer(7, n, chain_id=999) for n in range(50)])
+    junk_range = m.encode_blocks([b"\xc3junk"] * 8)
+    turn = 0
+    while time.time() < until:
+        # in turn: a sync flood and junk gossip at the sequencer, lies to the full node
+        role = ("sync-flood", "junk-gossip", "liar")[turn % 3]
+        turn += 1
+        rogue = RoguePeer(
+            chain_id,
+            genesis,
+            head=FAR_HEAD if role == "liar" else 0,
+            range_answer=lambda _r: junk_range,
+            gossip=role == "junk-gossip",
+        )
+        with rogue:
+            target = targets["full" if role == "liar" else "seq"]
+            try:
+                node_id = rogue.connect(target, timeout=5)
+            except (trio.TooSlowError, OSError) as exc:
+                count(f"{role}: not taken as a peer ({type(exc).__name__})")
+                time.sleep(1.0)
+                continue
+            count(f"{role}: taken as a peer")
+            if role == "liar":
+                # It lies about its head; the full node asks it for ranges and gets junk.
+                rogue.gone.wait(max(0.0, min(30.0, until - time.time())))
+                tally["bad-peer: liar: range requests answered with junk"] = (
+                    tally.get("bad-peer: liar: range requests answered with junk", 0)
+                    + rogue.range_requests
+                )
+            elif role == "sync-flood":
+                # As fast as answered, 300 at most (then the next role): a loaded node
+                # answers slower than the budget refills, and the flood is served.
+                answered, _ = rogue.flood(node_id, m.SyncRequest("range", 0, 128), 300)
+                tally["bad-peer: sync-flood: requests answered"] = (
+                    tally.get("bad-peer: sync-flood: requests answered", 0) + answered
+                )
+                rogue.gone.wait(2)
+            else:
+                rogue.wait_subscribed(node_id, "txs")
+                sent = 0
+                while not rogue.gone.is_set() and time.time() < until:
+                    rogue.publish("txs", junk_txs)
+                    rogue.publish("consensus", b"\x93junk" + sent.to_bytes(4, "big"))
+                    sent += 2
+                tally["bad-peer: junk-gossip: messages sent"] = (
+                    tally.get("bad-peer: junk-gossip: messages sent", 0) + sent
+                )
+            count(f"{role}: hung up on" if rogue.gone.is_set() else f"{role}: still connected")
 
 
 # ------------------------------------------------------------------ abusers (own processes)
-def _abuser(kind: str, url: str, ws_url: str, until: float, tally: Any) -> None:
+def _abuser(
+    kind: str, url: str, ws_url: str, until: float, tally: Any, targets: dict[str, Any]
+) -> None:
+    if kind == "bad-peer":
+        _bad_peer(targets, until, tally)
+        return
     asyncio.run(_abuse(kind, url, ws_url, until, tally))
 
 
@@ -258,18 +338,28 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * q))] if ordered else float("nan")
 
 
-async def _watch(url: str, pid: int, phases: dict[str, float], samples: dict[str, Any]) -> None:
-    """Head and RSS once a second, by phase (the phase the sample falls in)."""
+async def _head(session: aiohttp.ClientSession, url: str) -> int:
+    try:
+        async with session.post(url, json=request("eth_blockNumber")) as response:
+            return int((await response.json(content_type=None))["result"], 16)
+    except (aiohttp.ClientError, OSError, TimeoutError, KeyError):
+        return -1
+
+
+async def _watch(
+    url: str, pid: int, phases: dict[str, float], samples: dict[str, Any], follower_url: str
+) -> None:
+    """Head, RSS and the full node's distance behind, once a second, by phase (the phase
+    the sample falls in)."""
     async with aiohttp.ClientSession() as session:
         while time.time() < phases["end"]:
             now = time.time()
             phase = next(p for p in ("recovery", "abuse", "baseline") if now >= phases[p])
-            try:
-                async with session.post(url, json=request("eth_blockNumber")) as response:
-                    head = int((await response.json(content_type=None))["result"], 16)
-            except (aiohttp.ClientError, OSError, TimeoutError, KeyError):
-                head = -1
+            head = await _head(session, url)
+            follower = await _head(session, follower_url)
             samples.setdefault(phase, []).append((now, head, rss_mib(pid)))
+            if head >= 0 and follower >= 0:
+                samples.setdefault(f"{phase}-lag", []).append(head - follower)
             await asyncio.sleep(1.0)
 
 
@@ -316,14 +406,20 @@ def main() -> None:
     )
     parser.add_argument("--no-docs", action="store_true", help="leave docs/benchmarks.md as is")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="cairn-soak-") as tmp:
-        node = NodeProcess(Path(tmp) / "dev", "dev", "--block-time", "1", "--log.level", "warning")
-        node.start()
+    with tempfile.TemporaryDirectory(prefix="cairn-soak-") as tmp, LocalNet(Path(tmp)) as net:
+        node = net.start_sequencer("--block-time", "1", "--log.level", "warning")
+        follower = net.start_fullnode("full", "--log.level", "warning")
         assert node.proc is not None
-        try:
-            results = _soak(node, node.proc.pid, args)
-        finally:
-            node.stop()
+        genesis = node.call("eth_getBlockByNumber", "0x0", False)
+        assert isinstance(genesis, dict)
+        targets = {
+            "seq": enode(node),
+            "full": enode(follower),
+            "chain_id": int(str(node.call("eth_chainId")), 16),
+            "genesis": str(genesis["hash"])[2:],
+            "follower_url": follower.url,
+        }
+        results = _soak(node, node.proc.pid, args, targets)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))
@@ -343,7 +439,9 @@ def _update_docs(results: dict[str, Any]) -> None:
     DOCS.write_text(text[:start] + section + (text[end + 1 :] if end >= 0 else ""))
 
 
-def _soak(node: NodeProcess, pid: int, args: argparse.Namespace) -> dict[str, Any]:
+def _soak(
+    node: NodeProcess, pid: int, args: argparse.Namespace, targets: dict[str, Any]
+) -> dict[str, Any]:
     start = time.time() + 2
     phases = {
         "baseline": start,
@@ -358,7 +456,7 @@ def _soak(node: NodeProcess, pid: int, args: argparse.Namespace) -> dict[str, An
     abusers = [
         spawn.Process(
             target=_abuser,
-            args=(kind, node.url, node.ws_url, phases["recovery"], tally),
+            args=(kind, node.url, node.ws_url, phases["recovery"], tally, targets),
             name=f"abuser-{kind}",
         )
         for kind in kinds
@@ -373,7 +471,9 @@ def _soak(node: NodeProcess, pid: int, args: argparse.Namespace) -> dict[str, An
 
     async def run() -> None:
         await asyncio.gather(
-            _watch(node.url, pid, phases, samples), _honest_phases(honest, phases), unleash()
+            _watch(node.url, pid, phases, samples, targets["follower_url"]),
+            _honest_phases(honest, phases),
+            unleash(),
         )
 
     try:
@@ -386,7 +486,7 @@ def _soak(node: NodeProcess, pid: int, args: argparse.Namespace) -> dict[str, An
         abused = dict(tally)
         manager.shutdown()
     report: dict[str, Any] = {
-        "node": "cairn dev --block-time 1 (default limits)",
+        "node": "cairn dev --block-time 1 (default limits, p2p on), a full node following it",
         "abusers_run": kinds,
         "honest": {"rate_per_s": HONEST_RATE, "transfer_every_s": HONEST_TX_EVERY},
         "phases_s": {"baseline": args.baseline, "abuse": args.abuse, "recovery": args.recovery},
@@ -415,6 +515,10 @@ def _soak(node: NodeProcess, pid: int, args: argparse.Namespace) -> dict[str, An
             **_blocks(series),
             "rss_max_mib": round(max((r for _, _, r in series), default=0.0)),
             "rss_end_mib": round(series[-1][2]) if series else None,
+            "follower_lag_max": max(samples.get(f"{phase}-lag", []), default=None),
+            "follower_lag_p50": _percentile(samples.get(f"{phase}-lag", []), 0.5)
+            if samples.get(f"{phase}-lag")
+            else None,
         }
     report["honest_error_kinds"] = dict(honest.errors)
     report["abusers"] = dict(sorted(abused.items()))

@@ -3,9 +3,11 @@ blocksync beside consensus).
 
 Whenever any peer announces a head above ours (status exchange), or gossip brought a block
 further ahead, it fetches the missing blocks in ranges from the network and hands each to
-the same `BlockApplier.import_block` gossip uses. It also answers, truthfully, whether this
-node is in sync: never "in sync" while a connected peer announces a higher head, nor while
-the p2p layer is down.
+the same `BlockApplier.import_block` gossip uses. An answer must hold the blocks asked for,
+in order, from the first one asked: anything else is the answering peer's fault, it is
+penalised, and the transport asks peers in good standing first from then on. It also
+answers, truthfully, whether this node is in sync: never "in sync" while a connected peer
+announces a higher head, nor while the p2p layer is down.
 
 The transport is a `BlockSource` Protocol; this module never imports p2p.
 """
@@ -130,6 +132,7 @@ class BlockSync:
             target - start_head,
         )
         next_fetch: asyncio.Task[tuple[str, list[bytes]]] | None = None
+        next_start = 0
         try:
             while not self._stopping:
                 head = self._chain.store.head.number
@@ -138,26 +141,28 @@ class BlockSync:
                 if head >= target:
                     break
                 if next_fetch is not None:
-                    fetch = next_fetch
+                    fetch, start = next_fetch, next_start
                 else:
+                    start = head + 1
                     fetch = asyncio.ensure_future(
-                        source.fetch_range(head + 1, min(RANGE_SIZE, target - head))
+                        source.fetch_range(start, min(RANGE_SIZE, target - head))
                     )
                 next_fetch = None
                 peer, raws = await fetch
                 if not raws:
-                    error = EmptyRange(f"peer answered no blocks from #{head + 1}")
+                    error = EmptyRange(f"peer answered no blocks from #{start}")
                     source.penalise(peer, error)
                     raise error
                 expected_next = head + 1 + len(raws)
                 if expected_next <= target:
                     # Overlap the next request with re-executing this batch.
+                    next_start = expected_next
                     next_fetch = asyncio.ensure_future(
                         source.fetch_range(
                             expected_next, min(RANGE_SIZE, target - expected_next + 1)
                         )
                     )
-                count, txs = await self._import_range(peer, raws)
+                count, txs = await self._import_range(peer, start, raws)
                 imported_blocks += count
                 imported_txs += txs
                 source.count_synced(count)
@@ -175,18 +180,20 @@ class BlockSync:
             if imported_blocks:
                 self._report(imported_blocks, imported_txs, started, target, done=True)
 
-    async def _import_range(self, peer: str, raws: list[bytes]) -> tuple[int, int]:
+    async def _import_range(self, peer: str, start: int, raws: list[bytes]) -> tuple[int, int]:
+        """Import a range answer for blocks `start`..; a block out of place (the answer
+        must hold `start`, `start + 1`, ... in order: a peer replaying blocks we have
+        would keep us asking it forever) is the peer's fault and ends the range."""
         count = txs = 0
-        for raw in raws:
+        for i, raw in enumerate(raws):
             try:
                 bundle = BlockBundle.decode(raw)
                 header = self._follower.verify(bundle)
-                expected = self._chain.store.head.number + 1
-                if header.block_number > expected:
+                if header.block_number != start + i:
                     raise InvalidBlock(
                         header.block_number,
                         header.hash,
-                        f"range answer out of order: expected #{expected}",
+                        f"range answer out of order: expected #{start + i}",
                     )
                 event: BlockCommitted | None = await self._applier.import_block(
                     bundle.to_block(self._chain.fork, header), bundle.commit

@@ -238,6 +238,7 @@ class Health:
                 for p in p2p.peers()
             ],
             "banned": list(node.banned),
+            "bannedIps": list(node.banned_ips),
             "stats": node.stats,
         }
 

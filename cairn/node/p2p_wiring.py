@@ -15,6 +15,7 @@ from cairn.chain.bundle import bundle_from_parts, load_bundle
 from cairn.chain.chain import Chain
 from cairn.chain.events import BlockCommitted, ChainEvents
 from cairn.consensus.bft.engine import Outbox
+from cairn.consensus.bft.messages import decode_message
 from cairn.consensus.follower import Follower
 from cairn.errors import ConfigError
 from cairn.p2p import messages
@@ -95,7 +96,10 @@ class GossipRouter:
 
     async def on_consensus(self, data: bytes, origin: str) -> bool:
         if self._consensus is None:
-            return False  # a sequencer network has no consensus messages: nothing relayed
+            # A sequencer network has no consensus messages: nothing is relayed, and one
+            # that does not even decode is junk its forwarder pays for.
+            decode_message(data)
+            return False
         return await self._consensus.on_message(data, origin)
 
     def on_new_peer(self, peer_id: str) -> None:

@@ -79,6 +79,7 @@ class NodeSummary:
     port: int
     banned: tuple[str, ...] = ()
     stats: dict[str, int] = field(default_factory=dict)
+    banned_ips: tuple[str, ...] = ()
 
 
 P2PStatus = Literal["running", "restarting", "failed", "stopped"]

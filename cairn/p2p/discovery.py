@@ -1,8 +1,9 @@
 """Discovery: who to dial and when. Bootnodes are dialed until reached (2 s doubling to 30 s
 per peer); addresses learned by peer exchange (a `peers` sync request to each new peer and
 to a random peer every 10 s) and by mDNS are dialed while we are under `--p2p.maxpeers`.
-Refused and banned peers are not redialed. Our loop is the only dialer: py-libp2p's
-auto-connector is stopped at host set-up.
+Refused and banned peers, and addresses on a banned IP (bootnodes excepted), are not
+redialed. Our loop is the only dialer: py-libp2p's auto-connector is stopped at host
+set-up.
 """
 
 from __future__ import annotations
@@ -47,6 +48,17 @@ def parse_bootnodes(addrs: tuple[str, ...]) -> list[PeerInfo]:
                 f"--bootnodes: {addr!r} is not a multiaddr with /p2p/<peer id>: {exc}"
             ) from exc
     return infos
+
+
+def _is_ip_banned(table: PeerTable, info: PeerInfo) -> bool:
+    for addr in info.addrs:
+        try:
+            ip = addr.value_for_protocol("ip4")
+        except LookupError:  # multiaddr's ProtocolLookupError: no ip4 part
+            continue
+        if ip and table.scores.is_ip_banned(str(ip)):
+            return True
+    return False
 
 
 class Discovery:
@@ -157,6 +169,8 @@ class Discovery:
                 continue
             seen.add(peer)
             if table.scores.is_banned(peer.to_base58()):
+                continue
+            if peer not in table.protected and _is_ip_banned(table, info):
                 continue
             refused = table.refused.get(peer)
             if refused is not None and now - refused < REFUSED_BACKOFF:

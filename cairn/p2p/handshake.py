@@ -71,7 +71,7 @@ class Handshake:
                 if ours.mismatch(theirs) is None:
                     # Our own handshake with them may still be in flight; their sync
                     # requests (peer exchange first of all) are welcome already.
-                    self._table.status_ok.add(peer)
+                    self._table.status_ok[peer] = None
                 self._table.signal(peer, HEARD_OUR_STATUS)
         except m.PeerMessageError as exc:
             self._links.on_stream_fault(peer, f"status request: {exc}")

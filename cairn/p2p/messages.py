@@ -35,6 +35,21 @@ def sync_protocol(chain_id: int) -> str:
     return f"/cairn/{chain_id}/sync/1"
 
 
+def _int(value: Any, what: str) -> int:
+    # Only msgpack integers: int() of a float infinity raises OverflowError, and of a
+    # bool or a string is not what an honest peer sends.
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise PeerMessageError(f"malformed {what}: expected an integer, got {type(value).__name__}")
+    return value
+
+
+def _bytes(value: Any, what: str) -> bytes:
+    # Never bytes(value): bytes(2**33) of a 4 KiB frame would allocate 8 GiB.
+    if not isinstance(value, bytes):
+        raise PeerMessageError(f"malformed {what}: expected bytes, got {type(value).__name__}")
+    return value
+
+
 def _unpack(raw: bytes, what: str) -> Any:
     try:
         return msgpack.unpackb(raw, strict_map_key=True)
@@ -70,18 +85,21 @@ class Status:
     @classmethod
     def decode(cls, raw: bytes) -> Status:
         data = _unpack(raw, "status")
+        if not isinstance(data, dict):
+            raise PeerMessageError("malformed status: not a map")
         try:
+            client = data["client"]
             status = cls(
-                int(data["chainId"]),
-                bytes(data["genesis"]),
-                int(data["head"]),
-                bytes(data["headHash"]),
-                int(data["port"]),
-                str(data["client"])[:128],
-                bool(data.get("full", False)),
+                _int(data["chainId"], "status"),
+                _bytes(data["genesis"], "status"),
+                _int(data["head"], "status"),
+                _bytes(data["headHash"], "status"),
+                _int(data["port"], "status"),
+                client[:128] if isinstance(client, str) else "?",
+                data.get("full", False) is True,
             )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise PeerMessageError(f"malformed status: {exc!r}") from exc
+        except KeyError as exc:
+            raise PeerMessageError(f"malformed status: no {exc}") from exc
         if len(status.genesis_hash) != 32 or status.head < 0:
             raise PeerMessageError("malformed status: bad genesis hash or head")
         return status
@@ -113,11 +131,11 @@ class SyncRequest:
     @classmethod
     def decode(cls, raw: bytes) -> SyncRequest:
         data = _unpack(raw, "sync request")
-        try:
-            kind = str(data["t"])
-            start, count = int(data.get("start", 0)), int(data.get("count", 0))
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise PeerMessageError(f"malformed sync request: {exc!r}") from exc
+        if not isinstance(data, dict) or not isinstance(data.get("t"), str):
+            raise PeerMessageError("malformed sync request: not a map with a kind")
+        kind = data["t"]
+        start = _int(data.get("start", 0), "sync request")
+        count = _int(data.get("count", 0), "sync request")
         if kind not in ("status", "peers", "range") or start < 0 or count < 0:
             raise PeerMessageError(f"malformed sync request: {kind} {start} {count}")
         return cls(kind, start, min(count, MAX_RANGE_BLOCKS))

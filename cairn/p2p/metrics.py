@@ -26,6 +26,16 @@ class P2PMetrics:
             registry=registry,
         )
         self.bans = Counter("cairn_p2p_bans_total", "peers banned", registry=registry)
+        self.ip_bans = Counter(
+            "cairn_p2p_ip_bans_total",
+            "IP addresses banned (after several banned peer ids from one IP)",
+            registry=registry,
+        )
+        self.sync_refused = Counter(
+            "cairn_p2p_sync_refused_total",
+            "sync requests refused because the peer was over its serving budget",
+            registry=registry,
+        )
         self.refused = Counter(
             "cairn_p2p_refused_peers_total",
             "peers refused at the handshake, by reason",

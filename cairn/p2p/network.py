@@ -2,7 +2,8 @@
 wires the jobs around one shared peer table — `handshake` (status), `gossip` (topics and
 outbox), `sync` (requests both ways, head refresh), `discovery` (dialing, peer exchange,
 mDNS) — registers their stream handlers behind `stack.contained`, follows connections
-(a banned peer is hung up on), and serves until cancelled.
+(a banned peer, or a new one from a banned IP other than a bootnode, is hung up on), and
+serves until cancelled.
 
 Runs only inside `TrioThread`; reaches the core only through the bridge and the Protocols
 in `cairn.p2p.api`; `P2PService` builds a new `Network` for every (re)start. It never
@@ -39,6 +40,7 @@ from cairn.p2p.stack import (
     build_host,
     contained,
     hang_up_all,
+    remote_ip,
     stop_auto_connector,
 )
 from cairn.p2p.sync import NoPeer, SyncProtocol
@@ -100,6 +102,7 @@ class Network:
         self.table = PeerTable(
             self.me, config.max_peers, scores if scores is not None else PeerScores(), metrics
         )
+        self.table.protected = frozenset(info.peer_id for info in self.bootnodes)
         self._outbox_send, self._outbox_recv = trio.open_memory_channel[tuple[str, bytes]](
             OUTBOX_SIZE
         )
@@ -216,6 +219,13 @@ class Network:
         if self.table.scores.is_banned(peer.to_base58()):
             jobs.links.spawn(jobs.links.disconnect, peer)
             return
+        if peer not in self.table.protected and peer not in self.table.peers:
+            ip = remote_ip(conn)
+            if ip and self.table.scores.is_ip_banned(ip):
+                self.table.metrics.refused.labels("ip-banned").inc()
+                log.info("refused peer %s: its IP %s is banned", peer.to_base58(), ip)
+                jobs.links.spawn(jobs.links.disconnect, peer)
+                return
         if jobs.links.pubsub.is_peer_blacklisted(peer):
             jobs.links.pubsub.remove_from_blacklist(peer)  # its ban has expired
         jobs.handshake.start(peer, conn)

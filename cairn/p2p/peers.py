@@ -3,11 +3,13 @@
 `PeerTable` is bookkeeping on the trio thread: peers past the handshake (with the head
 each announced and when), peers being handshaken, addresses learned, refusals and dial
 back-offs, scores, counters, and the immutable snapshots the core reads without a lock.
+Every map of peers we are not connected to is bounded (`limits.BoundedMap`).
 It also carries per-peer signals, so a job can wait for the other side's step (it has
 heard our status, it has hung up) instead of sleeping a fixed delay.
 
 `PeerLinks` is the one place that acts on a peer through the host: hang up, forget its
-addresses, penalise and ban. Neither decodes any message.
+addresses, penalise and ban (by id; by IP once `scoring` says so, never a bootnode).
+Neither decodes any message.
 """
 
 from __future__ import annotations
@@ -24,9 +26,10 @@ from libp2p.peer.id import ID
 
 from cairn.errors import CairnError, Equivocation, InvalidBlock, InvalidCommit, InvalidTransaction
 from cairn.p2p.api import NodeSummary, PeerSummary
+from cairn.p2p.limits import MAX_TRACKED_PEERS, BoundedMap
 from cairn.p2p.metrics import P2PMetrics
-from cairn.p2p.scoring import BAN_THRESHOLD, PeerScores
-from cairn.p2p.stack import PEER_ERRORS, GuardedPubsub, describe
+from cairn.p2p.scoring import BAN_THRESHOLD, IP_BAN_AFTER, PeerScores
+from cairn.p2p.stack import PEER_ERRORS, GuardedPubsub, describe, remote_ip
 
 log = logging.getLogger("cairn.p2p")
 
@@ -70,13 +73,21 @@ class PeerTable:
         self.max_peers = max_peers
         self.scores = scores
         self.metrics = metrics
+        # Bounded by --p2p.maxpeers (the handshake) and the connection manager.
         self.peers: dict[ID, PeerRecord] = {}
         self.handshaking: set[ID] = set()
-        self.status_ok: set[ID] = set()  # sent us a matching status (their handshake)
-        self.known: dict[ID, str] = {}  # dialable addresses learned from PX and mDNS
-        self.refused: dict[ID, float] = {}
-        self.dial_backoff: dict[ID, tuple[int, float]] = {}
-        self._signals: dict[tuple[ID, str], trio.Event] = {}
+        # Every other per-peer map is bounded (`BoundedMap`): a peer id costs nothing to
+        # make, and peer exchange and mDNS hand us ids we never met.
+        # sent us a matching status (their handshake); values unused
+        self.status_ok: BoundedMap[ID, None] = BoundedMap(MAX_TRACKED_PEERS)
+        # dialable addresses learned from handshakes, PX and mDNS; connected peers' are
+        # kept, the oldest of the others evicted first
+        self.known: BoundedMap[ID, str] = BoundedMap(
+            MAX_TRACKED_PEERS, rank=lambda peer, _addr: 1.0 if peer in self.peers else 0.0
+        )
+        self.refused: BoundedMap[ID, float] = BoundedMap(MAX_TRACKED_PEERS, rank=lambda _p, t: t)
+        self.dial_backoff: BoundedMap[ID, tuple[int, float]] = BoundedMap(MAX_TRACKED_PEERS)
+        self._signals: BoundedMap[tuple[ID, str], trio.Event] = BoundedMap(MAX_TRACKED_PEERS)
         self.listen_port = 0
         self.listen_addrs: tuple[str, ...] = ()
         self.stats: dict[str, int] = {
@@ -85,7 +96,11 @@ class PeerTable:
             "refused_mismatch": 0,
             "penalties": 0,
             "bans": 0,
+            "ip_bans": 0,
+            "refused_over_budget": 0,
         }
+        # Never banned by IP, never refused for sharing an IP with banned ids: bootnodes.
+        self.protected: frozenset[ID] = frozenset()
         # Replaced, never mutated: the core thread reads these references without a lock.
         self.peer_snapshot: tuple[PeerSummary, ...] = ()
         self.node_snapshot = NodeSummary(me, (), 0)
@@ -131,8 +146,10 @@ class PeerTable:
     def gone(self, peer: ID) -> None:
         """Their last connection closed: wake everyone waiting on them, then forget."""
         for key in [k for k in self._signals if k[0] == peer]:
-            self._signals.pop(key).set()
-        self.status_ok.discard(peer)
+            event = self._signals.pop(key)
+            if event is not None:
+                event.set()
+        self.status_ok.pop(peer, None)
 
     async def wait_for(self, peer: ID, name: str) -> None:
         """Wait until `name` happened for `peer`, or it hung up (callers bound the wait)."""
@@ -164,6 +181,7 @@ class PeerTable:
             self.listen_port,
             tuple(self.scores.banned()),
             dict(self.stats),
+            tuple(self.scores.banned_ips()),
         )
 
 
@@ -205,10 +223,22 @@ class PeerLinks:
         except KeyError as exc:  # PeerStoreError: it had none
             log.debug("clearing addresses of %s: %s", peer, exc)
 
+    def remote_ip(self, peer: ID) -> str:
+        """The IP `peer` reaches us from ("" when not connected)."""
+        record = self.table.peers.get(peer)
+        if record is not None:
+            return record.remote_ip
+        for conn in self.host.get_network().connections.get(peer, ()):
+            ip = remote_ip(conn)
+            if ip:
+                return ip
+        return ""
+
     def penalise(self, peer: ID, kind: str, reason: str, topic: str = "sync") -> None:
         table = self.table
         pid = peer.to_base58()
-        penalty = table.scores.penalise(pid, kind, reason)
+        ip = "" if peer in table.protected else self.remote_ip(peer)
+        penalty = table.scores.penalise(pid, kind, reason, ip)
         table.stats["penalties"] += 1
         table.metrics.invalid_messages.labels(topic, kind).inc()
         log.warning(
@@ -228,6 +258,16 @@ class PeerLinks:
             self.forget(peer)
             table.drop(peer)
             self.spawn(self.disconnect, peer)
+        if penalty.ip_banned:
+            table.stats["ip_bans"] += 1
+            table.metrics.ip_bans.inc()
+            log.warning(
+                "banned IP %s for 1h: %d peer ids from it banned or over their sync budget "
+                "within the hour; new connections from it are refused (bootnodes excepted), "
+                "connected peers kept",
+                penalty.ip_banned,
+                IP_BAN_AFTER,
+            )
         table.update_snapshots()
 
     def on_stream_fault(self, peer: ID, reason: str) -> None:

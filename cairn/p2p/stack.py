@@ -28,7 +28,7 @@ import multiaddr
 import trio
 from google.protobuf.message import DecodeError
 from libp2p import new_host
-from libp2p.abc import IHost, IMuxedConn, INetStream
+from libp2p.abc import IHost, IMuxedConn, INetConn, INetStream
 from libp2p.crypto.keys import KeyPair
 from libp2p.crypto.x25519 import create_new_key_pair as x25519_key_pair
 from libp2p.custom_types import TProtocol
@@ -135,6 +135,15 @@ async def hang_up_all(host: IHost, within: float = HANG_UP_SECONDS) -> None:
                 nursery.start_soon(close, muxer)
     if scope.cancelled_caught:
         log.warning("p2p stopped with connections still closing after %.0fs", within)
+
+
+def remote_ip(conn: INetConn) -> str:
+    """The IP a connection comes from ("" when the transport does not say). py-libp2p
+    0.8.1's yamux and mplex connections have `get_remote_address`; `IMuxedConn` does not
+    declare it."""
+    get = getattr(conn.muxed_conn, "get_remote_address", None)
+    remote = get() if get is not None else None
+    return str(remote[0]) if remote else ""
 
 
 def contained(handler: StreamHandler, protocol: str, on_fault: FaultReport) -> StreamHandler:

@@ -1,7 +1,10 @@
 """The sync protocol `/cairn/<chainid>/sync/1` (request/response, msgpack), both sides:
-serving `status`, `peers` and `range` requests from peers past the handshake, and asking
-peers for blocks (`fetch_range`) and for their head every 2 s (`status_loop`), which keeps
-each peer's announced head, and the time it said so, fresh in the peer table.
+serving `status`, `peers` and `range` requests from peers past the handshake, within a
+per-peer budget of requests and answer bytes (`limits.ServeBudget`: a peer over it is
+refused, scored down and hung up on), and asking peers for blocks (`fetch_range`: peers in
+good standing first, the next one when a peer answers nothing, junk or not in time) and
+for their head every 2 s (`status_loop`), which keeps each peer's announced head, and the
+time it said so, fresh in the peer table.
 
 Blocks cross as opaque encoded bundles: the core decodes and judges them. Storage reads
 for the server run on trio's worker threads (committed data is immutable).
@@ -22,6 +25,7 @@ from libp2p.utils.varint import encode_varint_prefixed
 from cairn.errors import CairnError
 from cairn.p2p import messages as m
 from cairn.p2p.api import ChainView
+from cairn.p2p.limits import ServeBudget
 from cairn.p2p.peers import PeerLinks, PeerTable
 from cairn.p2p.stack import PEER_ERRORS, STREAM_ERRORS, close_stream, describe, read_frame
 
@@ -48,6 +52,7 @@ class SyncProtocol:
         self._table: PeerTable = links.table
         self._our_status = our_status
         self.protocol = TProtocol(m.sync_protocol(chain.chain_id))
+        self.budget = ServeBudget()
 
     # ------------------------------------------------------------ server
     async def serve(self, stream: INetStream) -> None:
@@ -57,6 +62,10 @@ class SyncProtocol:
             with trio.fail_after(REQUEST_TIMEOUT):
                 request = m.SyncRequest.decode(await read_frame(stream, m.MAX_REQUEST_BYTES))
                 if peer not in table.peers and peer not in table.status_ok:
+                    return
+                refusal = self.budget.admit(peer.to_base58())
+                if refusal is not None:
+                    self._refuse(peer, refusal)
                     return
                 if request.kind == "status":
                     answer = self._our_status().encode()
@@ -68,6 +77,7 @@ class SyncProtocol:
                         self._load_range, request.start, request.count
                     )
                     answer = m.encode_blocks(bundles)
+                self.budget.charge(peer.to_base58(), len(answer))
                 await stream.write(encode_varint_prefixed(answer))
         except m.PeerMessageError as exc:
             self._links.on_stream_fault(peer, f"sync request: {exc}")
@@ -77,6 +87,15 @@ class SyncProtocol:
             log.debug("sync request from %s failed: %s", peer, describe(exc))
         finally:
             await close_stream(stream)
+
+    def _refuse(self, peer: ID, why: str) -> None:
+        """Over budget: no answer (the stream closes), points off, and we hang up; a peer
+        that keeps coming back is banned by its score."""
+        table = self._table
+        table.stats["refused_over_budget"] += 1
+        table.metrics.sync_refused.inc()
+        self._links.penalise(peer, "over-budget", f"sync requests over budget: {why}")
+        self._links.spawn(self._links.disconnect, peer)
 
     def _load_range(self, start: int, count: int) -> list[bytes]:
         bundles: list[bytes] = []
@@ -105,10 +124,16 @@ class SyncProtocol:
                 await close_stream(stream)
 
     async def fetch_range(self, start: int, count: int) -> tuple[str, list[bytes]]:
-        """Blocks `start`.. from the best peer that has them: (peer id, encoded bundles)."""
+        """Blocks `start`.. from the best peer that has them: (peer id, encoded bundles).
+
+        Peers in good standing (score 0) come first, highest head first; a peer that was
+        penalised (a lie about its head, junk, a block the core rejected) is asked only
+        when nobody else has the blocks. A peer whose answer is junk, or empty although it
+        announced a head at or past `start`, is penalised and the next one asked."""
+        scores = self._table.scores
         candidates = sorted(
             (p for p in self._table.peers.values() if p.head >= start),
-            key=lambda p: (-p.head, random.random()),
+            key=lambda p: (scores.score(p.peer_id.to_base58()) < 0, -p.head, random.random()),
         )
         if not candidates:
             raise NoPeer(f"no peer has block #{start}")
@@ -121,12 +146,23 @@ class SyncProtocol:
                     m.SyncRequest("range", start, count),
                     m.MAX_RANGE_RESPONSE_BYTES + 1024,
                 )
-                return pid, m.decode_blocks(raw)
+                bundles = m.decode_blocks(raw)
+                if not bundles:
+                    raise m.PeerMessageError(
+                        f"no blocks from #{start} although it announced head #{peer.head}"
+                    )
+                return pid, bundles
             except m.PeerMessageError as exc:
                 self._links.penalise(peer.peer_id, "bad-sync", f"block range answer: {exc}")
                 last_error = str(exc)
             except trio.TooSlowError:
-                log.info("range request to %s timed out", pid)
+                # Rare for an honest peer (an answer is at most 12 MiB); a peer that keeps
+                # stalling would otherwise stay first in line and cost every round this wait.
+                self._links.penalise(
+                    peer.peer_id,
+                    "slow-sync",
+                    f"no answer to a range request within {REQUEST_TIMEOUT:.0f}s",
+                )
                 last_error = f"{pid} timed out"
             except PEER_ERRORS as exc:
                 log.info("range request to %s failed: %s", pid, describe(exc))

@@ -13,7 +13,12 @@ from dataclasses import dataclass, field
 import msgpack
 from eth_typing import Address
 
-from cairn.consensus.bft.messages import Vote, decode_message, encode_message
+from cairn.consensus.bft.messages import (
+    InvalidConsensusMessage,
+    Vote,
+    decode_message,
+    encode_message,
+)
 
 
 @dataclass(frozen=True)
@@ -51,10 +56,16 @@ class Evidence:
 
     @classmethod
     def decode(cls, raw: bytes) -> Evidence:
-        validator, first, second = msgpack.unpackb(raw)
+        """Parse stored evidence; raise `InvalidConsensusMessage` for anything malformed."""
+        try:
+            validator, first, second = msgpack.unpackb(raw)
+            if not all(isinstance(v, bytes) for v in (validator, first, second)):
+                raise TypeError("evidence fields must be bytes")
+        except (ValueError, TypeError, msgpack.UnpackException) as exc:
+            raise InvalidConsensusMessage(f"undecodable evidence: {exc}") from exc
         a, b = decode_message(first), decode_message(second)
         if not isinstance(a, Vote) or not isinstance(b, Vote):
-            raise ValueError("evidence holds votes only")
+            raise InvalidConsensusMessage("evidence holds votes only")
         return cls(SignedVote(a, Address(validator)), SignedVote(b, Address(validator)))
 
 
