@@ -319,10 +319,15 @@ def _validators_section(result: dict[str, Any] | None) -> list[str]:
         row("CPU per validator, mean % of a core", lambda n: n["cpu_percent_of_a_core"]["mean"]),
         row("recovery after f + 1 restarted, s", lambda n: n["recovery"]["seconds_to_next_block"]),
         "",
-        "Every validator re-executes every block and the machine has 2 cores: with 7 "
-        "validators each gets less than a third of a core, which is what bounds the figures "
-        "here, not the protocol. Load average when the run started: "
-        + ", ".join(f"{x:.1f}" for x in result.get("load_average_at_start", [])),
+        "Every validator re-executes every block, on one machine: together the validators "
+        "used "
+        + ", ".join(
+            f"{n['validators'] * n['cpu_percent_of_a_core']['mean'] / 100:.1f} cores "
+            f"({n['validators']} validators)"
+            for n in nets
+        )
+        + f" of its {result.get('cpus', 2)}, beside other jobs (load average when the run "
+        "started: " + ", ".join(f"{x:.1f}" for x in result.get("load_average_at_start", [])) + ").",
         "",
         *(
             f"- {f['validators']} validators did not complete: {f['error']}"
