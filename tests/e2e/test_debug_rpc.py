@@ -299,7 +299,7 @@ def test_trace_options_and_errors(world: World) -> None:
     assert struct["gas"] == int(world.receipts[4]["gasUsed"], 16)
 
     assert (
-        world.error("debug_traceTransaction", nested, {"tracer": "prestateTracer"})["code"]
+        world.error("debug_traceTransaction", nested, {"tracer": "noSuchTracer"})["code"]
         == -32000
     )
     assert world.error("debug_traceTransaction", nested, {"tracerConfig": []})["code"] == -32602
