@@ -299,8 +299,7 @@ def test_trace_options_and_errors(world: World) -> None:
     assert struct["gas"] == int(world.receipts[4]["gasUsed"], 16)
 
     assert (
-        world.error("debug_traceTransaction", nested, {"tracer": "noSuchTracer"})["code"]
-        == -32000
+        world.error("debug_traceTransaction", nested, {"tracer": "noSuchTracer"})["code"] == -32000
     )
     assert world.error("debug_traceTransaction", nested, {"tracerConfig": []})["code"] == -32602
     assert world.error("debug_traceTransaction", nested, {"disableStack": "yes"})["code"] == -32602
