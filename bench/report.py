@@ -518,9 +518,8 @@ def _soak_section(soak: dict[str, Any] | None, images: Path) -> list[str]:
     lines = [
         "## Memory under a sustained load (soak: `python -m bench.soak`)",
         "",
-        f"Run on {env['date']} on {env['cpus']} cores shared with other jobs running at the "
-        "same time: the node got less than its cores, and its rates are what such a machine "
-        f"gives. {soak['transfers']:,} pre-signed EIP-1559 transfers from the "
+        f"Run on {env['date']} on {env['cpus']} cores (the client signing and sending runs on "
+        f"the same machine). {soak['transfers']:,} pre-signed EIP-1559 transfers from the "
         f"{soak['senders']} dev keys, offered at {soak['offered_tx_per_s']:g}/s over HTTP "
         "`eth_sendRawTransaction` (a JSON-RPC batch every 100 ms), block time 1 s, gas limit "
         "30M; once a second the client asks for the receipt of a transaction sent two seconds "
