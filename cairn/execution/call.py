@@ -13,8 +13,8 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any, Protocol, cast
@@ -121,6 +121,10 @@ class DeadlineComputation(BaseComputation):
         return super().apply_computation(
             state, message, transaction_context, parent_computation=parent_computation
         )
+
+
+# Wraps a call's one transaction, given its state (tracers look before and after it).
+AroundCall = Callable[[StateAPI], AbstractContextManager[None]]
 
 
 @dataclass(frozen=True)
@@ -348,12 +352,13 @@ class CallRunner:
         params: CallParams,
         gas: int,
         vm_class: type[VM] | None = None,
+        around: AroundCall | None = None,
     ) -> CallOutcome:
         if params.overrides is not None or params.priced:
             # Overrides and a base fee change the state and context: a fresh state, never the
             # warm one.
             state = self._costless_state(header, params.overrides, vm_class, params.priced)
-            return self._apply(vm_class or self.reader.fork.vm_class, state, params, gas)
+            return self._apply(vm_class or self.reader.fork.vm_class, state, params, gas, around)
         if vm_class is None:
             with self._warm_lock:
                 key = (bytes(header.hash), int(time.time()))
@@ -362,16 +367,22 @@ class CallRunner:
                 state = self._warm[1]
                 snapshot = state.snapshot()
                 try:
-                    return self._apply(self.reader.fork.vm_class, state, params, gas)
+                    return self._apply(self.reader.fork.vm_class, state, params, gas, around)
                 except ExecutionTimeout:
                     self._warm = None  # stopped mid-run: start the next call from scratch
                     raise
                 finally:
                     state.revert(snapshot)
-        return self._apply(vm_class, self._costless_state(header, traced=vm_class), params, gas)
+        state = self._costless_state(header, traced=vm_class)
+        return self._apply(vm_class, state, params, gas, around)
 
     def _apply(
-        self, vm_class: type[VM], state: StateAPI, params: CallParams, gas: int
+        self,
+        vm_class: type[VM],
+        state: StateAPI,
+        params: CallParams,
+        gas: int,
+        around: AroundCall | None = None,
     ) -> CallOutcome:
         nonce = state.get_nonce(params.sender)
         price = params.effective_gas_price(state.base_fee) if params.priced else 0
@@ -395,7 +406,8 @@ class CallRunner:
             )
         spoofed = SpoofTransaction(unsigned, from_=params.sender)
         try:
-            computation = state.apply_transaction(spoofed)  # type: ignore[arg-type]
+            with around(state) if around is not None else nullcontext():
+                computation = state.apply_transaction(spoofed)  # type: ignore[arg-type]
         except ValidationError as exc:
             message = str(exc)
             if "insufficient" in message.lower() or "balance" in message.lower():
@@ -404,14 +416,20 @@ class CallRunner:
         return CallOutcome(computation.output, gas - computation.get_gas_remaining(), computation)
 
     def run(
-        self, header: BlockHeaderAPI, params: CallParams, *, vm_class: type[VM] | None = None
+        self,
+        header: BlockHeaderAPI,
+        params: CallParams,
+        *,
+        vm_class: type[VM] | None = None,
+        around: AroundCall | None = None,
     ) -> CallOutcome:
         """Run `params` as it is (gas capped) and return the outcome, failed or not.
 
-        `vm_class` lets tracing run the same message through an instrumented VM.
+        `vm_class` lets tracing run the same message through an instrumented VM, and
+        `around` look at the state just before and after it.
         """
         gas = min(params.gas, self.gas_cap) if params.gas is not None else self.gas_cap
-        return self._run(header, params, gas, vm_class)
+        return self._run(header, params, gas, vm_class, around)
 
     def call(
         self, header: BlockHeaderAPI, params: CallParams, *, timeout: float | None = None

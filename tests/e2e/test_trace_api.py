@@ -156,6 +156,37 @@ def test_trace_filter_by_range_address_and_page(chain: ExplorerChain) -> None:
         assert refused.value.code == code, bad
 
 
+def test_prestate_of_a_call_is_that_of_the_same_mined_transaction(chain: ExplorerChain) -> None:
+    """debug_traceCall with prestateTracer on the block before a mined split (automine: one
+    transaction per block; `cairn dev` runs calls in the next block's context) reads what the
+    mined transaction read; in diff mode the payees gain their halves and, at price 0, the
+    sender pays the value alone."""
+    tx_hash, value = chain.splits[1]
+    tx = call(chain, "eth_getTransactionByHash", tx_hash)
+    before = hex(int(tx["blockNumber"], 16) - 1)
+    request = {"from": tx["from"], "to": tx["to"], "input": tx["input"], "value": tx["value"]}
+    mined = call(chain, "debug_traceTransaction", tx_hash, {"tracer": "prestateTracer"})
+    traced = call(chain, "debug_traceCall", request, before, {"tracer": "prestateTracer"})
+    assert traced == mined
+    assert {tx["from"], chain.splitter, *PAYEES} <= set(traced)
+
+    diff = call(
+        chain,
+        "debug_traceCall",
+        request,
+        before,
+        {"tracer": "prestateTracer", "tracerConfig": {"diffMode": True}},
+    )
+    pre, post = diff["pre"], diff["post"]
+    halves = (value // 2, value - value // 2)
+    for payee, half in zip(PAYEES, halves, strict=True):
+        gained = int(post[payee]["balance"], 16) - int(pre.get(payee, {}).get("balance", "0x0"), 16)
+        assert gained == half
+    sender_pre, sender_post = pre[tx["from"]], post[tx["from"]]
+    assert int(sender_pre["balance"], 16) - int(sender_post["balance"], 16) == value
+    assert sender_post["nonce"] == sender_pre["nonce"] + 1
+
+
 def test_geth_flat_and_4byte_tracers(chain: ExplorerChain) -> None:
     tx_hash = chain.nested[0]
     flat = call(chain, "debug_traceTransaction", tx_hash, {"tracer": "flatCallTracer"})
