@@ -5,6 +5,7 @@ control and dev keys (dev mode only). Small protocols, no node imports.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -130,12 +131,15 @@ class Backend:
 
     async def run_read(self, fn: Callable[[], T]) -> T:
         """Heavy reads (log scans, traces, proofs) off the event loop, on the read threads."""
-        return await asyncio.get_running_loop().run_in_executor(self.reads, fn)
+        # The thread runs in a copy of this context: its log records carry the request id.
+        context = contextvars.copy_context()
+        return await asyncio.get_running_loop().run_in_executor(self.reads, context.run, fn)
 
     async def run_call(self, fn: Callable[[], T]) -> T:
         """eth_call, eth_estimateGas and the like, on the call thread."""
         executor = self.call_thread or self.reads
-        return await asyncio.get_running_loop().run_in_executor(executor, fn)
+        context = contextvars.copy_context()
+        return await asyncio.get_running_loop().run_in_executor(executor, context.run, fn)
 
     async def call(self, header: BlockHeaderAPI, params: CallParams) -> bytes:
         """eth_call's output on the state after `header` (raises on revert or failure, and

@@ -8,8 +8,9 @@ batch whose response would be too large is stopped while it is built, not after.
 
 Each request (a single call, a batch, one WebSocket message) gets a request id in the
 `REQUEST_ID` context variable while it is served: log records made meanwhile carry it (the
-JSON log format prints it) and internal errors name it to the client. Every known method's
-time to answer goes to the `observe` hook (/metrics).
+JSON log format prints it; work handed to threads keeps it), internal errors name it to the
+client, and HTTP answers carry it as `X-Request-Id` (a client's own, if it sent a safe one).
+Every known method's time to answer goes to the `observe` hook (/metrics).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import inspect
 import itertools
 import logging
 import os
+import re
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -50,6 +52,17 @@ _REQUESTS = itertools.count(1)
 def new_request_id() -> str:
     """Unique within this process's life and unlikely to repeat across restarts."""
     return f"{_PROCESS_TAG}-{next(_REQUESTS):x}"
+
+
+_CLIENT_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+
+
+def client_request_id(value: str | None) -> str | None:
+    """A client's `X-Request-Id` if it is safe to log as it is (1-64 of `A-Za-z0-9._:-`,
+    as proxies make them), else None (a new id is made)."""
+    if value is not None and _CLIENT_ID.fullmatch(value):
+        return value
+    return None
 
 
 def _ignore(method: str, seconds: float) -> None:
@@ -159,10 +172,12 @@ class Dispatcher:
         context: Any = None,
         access: Access = OPEN,
         sink: AnswerSink | None = None,
+        request_id: str | None = None,
     ) -> Any:
         """Answer a decoded request or batch; None means nothing to send (notifications).
-        A batch stopped by `sink` is answered with one `-32005 response too large` error."""
-        token = REQUEST_ID.set(new_request_id())
+        A batch stopped by `sink` is answered with one `-32005 response too large` error.
+        `request_id`: the id its logs carry (the transport's; else a new one)."""
+        token = REQUEST_ID.set(request_id or new_request_id())
         try:
             return await self._handle(payload, context, access, sink)
         finally:

@@ -33,7 +33,14 @@ from cairn.rpc.access import (
 )
 from cairn.rpc.backend import RpcConfig
 from cairn.rpc.cache import RawJson
-from cairn.rpc.dispatch import OPEN, Access, Dispatcher, ResponseTooLarge
+from cairn.rpc.dispatch import (
+    OPEN,
+    Access,
+    Dispatcher,
+    ResponseTooLarge,
+    client_request_id,
+    new_request_id,
+)
 from cairn.rpc.errors import INVALID_REQUEST, LIMIT_EXCEEDED, PARSE_ERROR, UNAUTHORIZED
 from cairn.rpc.jsonbody import decode_json
 from cairn.rpc.memory import MemoryReleaser
@@ -355,6 +362,8 @@ class RpcServer:
         # Without an allowed origin the browser gets no CORS header and withholds the answer
         # from the page; JSON-only bodies make it ask first (a preflight), which fails.
         headers = self._cors_headers(request)
+        request_id = client_request_id(request.headers.get("X-Request-Id")) or new_request_id()
+        headers["X-Request-Id"] = request_id
         if request.content_type not in JSON_CONTENT_TYPES:
             return self._json(
                 error_body(
@@ -406,7 +415,10 @@ class RpcServer:
         if isinstance(payload, list):
             sink = EncodedAnswers(self.config.max_response_bytes)
             answer = await self.dispatcher.handle(
-                payload, access=OPEN if token else self.http_access, sink=sink
+                payload,
+                access=OPEN if token else self.http_access,
+                sink=sink,
+                request_id=request_id,
             )
             self._after(answer, sink.size)
             if answer is None:
@@ -414,7 +426,9 @@ class RpcServer:
             return self._json(
                 sink.join(answer) if isinstance(answer, list) else encode(answer), headers
             )
-        answer = await self.dispatcher.handle(payload, access=OPEN if token else self.http_access)
+        answer = await self.dispatcher.handle(
+            payload, access=OPEN if token else self.http_access, request_id=request_id
+        )
         if answer is None:
             return web.Response(status=200, headers=headers)
         parts = encode_parts(answer)

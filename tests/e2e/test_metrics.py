@@ -79,6 +79,13 @@ def test_node_metrics_on_both_listeners(tmp_path: Path) -> None:
             node.url, {"jsonrpc": "2.0", "id": 1, "method": "eth_getBalance", "params": ["0x1"]}
         )
         assert bad["error"]["code"] == -32602
+        # the client's X-Request-Id (a safe one) names the request in the log and the answer;
+        # without one (or an unsafe one) the node makes its own and sends it back
+        tagged = _post_with_id(node.url, "client-7.a", "eth_getCode")
+        made = _post_with_id(node.url, None, "eth_getCode")
+        unsafe = _post_with_id(node.url, "a b <fake log line>", "eth_getCode")
+        assert tagged == "client-7.a"
+        assert made and made != tagged and unsafe and " " not in unsafe and unsafe != made
 
         separate = f"http://127.0.0.1:{metrics_port}"
 
@@ -134,3 +141,18 @@ def test_node_metrics_on_both_listeners(tmp_path: Path) -> None:
     ]
     errors = [r for r in records if "eth_getBalance answered error -32602" in r["msg"]]
     assert len(errors) == 1 and errors[0]["request"], errors
+    tagged_errors = [r for r in records if "eth_getCode answered error -32602" in r["msg"]]
+    assert [r["request"] for r in tagged_errors] == [tagged, made, unsafe]
+
+
+def _post_with_id(url: str, request_id: str | None, method: str) -> str:
+    """An error request (a bad address), with `request_id` as X-Request-Id; the id the
+    answer carries."""
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": ["0x1"]})
+    headers = {"Content-Type": "application/json"}
+    if request_id is not None:
+        headers["X-Request-Id"] = request_id
+    request = urllib.request.Request(url, data=body.encode(), headers=headers, method="POST")
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        assert json.loads(answer.read())["error"]["code"] == -32602
+        return str(answer.headers["X-Request-Id"])

@@ -8,10 +8,13 @@ import asyncio
 import io
 import json
 import logging
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
+from typing import Any, cast
 
 from cairn.node.logs import JsonFormatter, RequestIdFilter, TextFormatter
-from cairn.rpc.dispatch import REQUEST_ID, Dispatcher, collect, rpc_method
+from cairn.rpc.backend import Backend
+from cairn.rpc.dispatch import REQUEST_ID, Dispatcher, client_request_id, collect, rpc_method
 
 
 class Broken:
@@ -82,3 +85,30 @@ def test_each_request_has_its_own_id_and_a_batch_shares_one() -> None:
     lines = stream.getvalue().splitlines()
     assert lines[0] == f"inside a call [req {one['result']}]"
     assert len(observed) == 4
+
+
+def test_work_on_the_backends_threads_keeps_the_request_id() -> None:
+    """Heavy reads and calls run on threads; what they log still names the request."""
+    holder = SimpleNamespace(reads=ThreadPoolExecutor(1), call_thread=ThreadPoolExecutor(1))
+    backend = cast(Backend, holder)
+
+    async def served() -> tuple[str, str]:
+        token = REQUEST_ID.set("req-42")
+        try:
+            read = await Backend.run_read(backend, REQUEST_ID.get)
+            called = await Backend.run_call(backend, REQUEST_ID.get)
+        finally:
+            REQUEST_ID.reset(token)
+        return read, called
+
+    try:
+        assert asyncio.run(served()) == ("req-42", "req-42")
+    finally:
+        holder.reads.shutdown()
+        holder.call_thread.shutdown()
+
+
+def test_only_safe_client_ids_are_taken() -> None:
+    assert client_request_id("abc-1.2:x_y") == "abc-1.2:x_y"
+    for unsafe in (None, "", "a b", "line\nbreak", "x" * 65, "é"):
+        assert client_request_id(unsafe) is None
