@@ -269,3 +269,39 @@ def test_faucet_on_full_node_and_metrics_listener(tmp_path: Path) -> None:
         assert [s.value for s in drips if s.name == "cairn_faucet_drips_total"] == [1]
         watched = {s.labels["label"] for s in families["cairn_watched_balance_wei"].samples}
         assert watched == {"faucet"}  # a full node has no producer key
+
+
+def test_faucet_forgets_cooldowns_that_are_over_while_running(tmp_path: Path) -> None:
+    """Drips are remembered in LevelDB for their cooldown only: a running faucet forgets
+    them once per cooldown, not only at start."""
+    key = PrivateKey(os.urandom(32))
+    faucet = to_checksum_address(key.public_key.to_canonical_address())
+    (tmp_path / "pw").write_text("faucet password\n")
+    keystore = save_keystore(tmp_path / "keys", key, "faucet password")
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    node = NodeProcess(
+        tmp_path / "dev",
+        "dev",
+        "--faucet", "--faucet.port", str(port), "--faucet.amount", "1",
+        "--faucet.cooldown", "2s", "--faucet.keystore", str(keystore),
+        "--faucet.password", str(tmp_path / "pw"), "--rpc.trusted-proxies", "127.0.0.1",
+    )  # fmt: skip
+    node.start()
+    try:
+        node.call("eth_sendRawTransaction", "0x" + transfer(0, 0, to=faucet, value=3 * ETH).hex())
+        wait_until(lambda: balance(node, faucet) > 0, timeout=30, message="faucet funded")
+        alice = to_checksum_address(os.urandom(20))
+        status, body = ask(base, alice, "10.0.0.1")
+        assert status == 200, body
+        mined(node, body["txHash"])
+        assert ask(base, alice, "10.0.0.2")[1]["reason"] == "cooldown_address"
+        wait_until(
+            lambda: "faucet: forgot 2 drips whose cooldown is over" in node.log_path.read_text(),
+            timeout=30,
+            message="the drip to alice (its address and its IP) forgotten",
+        )
+        status, body = ask(base, alice, "10.0.0.1")  # its cooldown is over: served again
+        assert status == 200, body
+    finally:
+        node.stop()

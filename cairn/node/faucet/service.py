@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import json
 import logging
@@ -305,12 +306,24 @@ class FaucetServer:
         app.router.add_post("/faucet", self._drip)
         self._runner = web.AppRunner(app, access_log=None)
         self._set_up = False
+        self._pruner: asyncio.Task[None] | None = None
         self.bound_port = 0
 
-    async def start(self) -> None:
+    async def _forget_expired(self) -> None:
         expired = await asyncio.to_thread(self.faucet.forget_expired)
         if expired:
             log.info("faucet: forgot %d drips whose cooldown is over", expired)
+
+    async def _prune(self) -> None:
+        """Forget drips past their cooldown once per cooldown (at most hourly, at least
+        every second), so the datadir keeps only the cooldowns still running."""
+        every = min(max(self.faucet.config.cooldown, 1.0), 3600.0)
+        while True:
+            await asyncio.sleep(every)  # a periodic job: nothing to wait for but time
+            await self._forget_expired()
+
+    async def start(self) -> None:
+        await self._forget_expired()
         config = self.faucet.config
         await self._runner.setup()
         self._set_up = True
@@ -336,8 +349,14 @@ class FaucetServer:
         )
         if available < cost:
             log.warning("faucet %s is empty", to_checksum_address(config.address))
+        self._pruner = asyncio.create_task(self._prune(), name="faucet-prune")
 
     async def stop(self) -> None:
+        if self._pruner is not None:
+            self._pruner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pruner
+            self._pruner = None
         if self._set_up:
             self._set_up = False
             await self._runner.cleanup()
