@@ -33,9 +33,9 @@ from eth.vm.base import VM
 from eth.vm.computation import BaseComputation
 from eth.vm.forks.london.headers import calculate_expected_base_fee_per_gas
 from eth.vm.forks.london.transactions import LondonTransactionBuilder
-from eth.vm.state import BaseState
+from eth.vm.state import BaseState, BaseTransactionExecutor
 from eth_typing import Address
-from eth_utils import ValidationError
+from eth_utils import ValidationError, to_checksum_address
 
 from cairn.errors import SimulationRejected
 from cairn.execution.call import (
@@ -198,10 +198,10 @@ class _SimComputation(DeadlineComputation):
         return computation
 
 
-class _SimState(BaseState):
+class _SimExecutor(BaseTransactionExecutor):
     def validate_transaction(self, transaction: SignedTransactionAPI) -> None:
         # A simulated call is checked by `_check_call` with geth's rules and codes (nonce
-        # checks only with validation, never the sender's code), before it reaches py-evm.
+        # only with validation, never the sender's code nor a signature: there is none).
         return None
 
 
@@ -219,7 +219,16 @@ def _sim_vm_class(vm_class: type[VM]) -> type[VM]:
     computation = type(
         f"Sim{base.__name__}", (_SimComputation, base), {"opcodes": deadline_opcodes(base.opcodes)}
     )
-    sim_state = type(f"Sim{state.__name__}", (_SimState, state), {"computation_class": computation})
+    executor = type(
+        f"Sim{state.transaction_executor_class.__name__}",
+        (_SimExecutor, state.transaction_executor_class),
+        {},
+    )
+    sim_state = type(
+        f"Sim{state.__name__}",
+        (state,),
+        {"computation_class": computation, "transaction_executor_class": executor},
+    )
     return cast(
         type[VM], type(f"Sim{vm_class.__name__}", (_SimVM, vm_class), {"_state_class": sim_state})
     )
@@ -495,7 +504,7 @@ class Simulator:
         self, state: StateAPI, header: BlockHeaderAPI, call: SimCall, tx: SignedTransactionAPI
     ) -> None:
         """geth's preCheck, buyGas and intrinsic-gas checks, in geth's order and words."""
-        who = "0x" + call.sender.hex()
+        who = to_checksum_address(call.sender)  # geth's Address.Hex()
         have_nonce = state.get_nonce(call.sender)
         if self.options.validation:
             if have_nonce < tx.nonce:
