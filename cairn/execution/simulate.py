@@ -37,7 +37,7 @@ from eth.vm.state import BaseState, BaseTransactionExecutor
 from eth_typing import Address
 from eth_utils import ValidationError, to_checksum_address
 
-from cairn.errors import SimulationRejected
+from cairn.errors import ExecutionTimeout, SimulationRejected
 from cairn.execution.call import (
     DeadlineComputation,
     StateOverride,
@@ -345,6 +345,13 @@ class Simulator:
         """Every block, in order; raises `SimulationRejected` for a request or a call geth
         rejects, `ExecutionTimeout` past `timeout` seconds for the whole simulation."""
         validate_request(blocks)
+        try:
+            return self._run(blocks, timeout)
+        except ExecutionTimeout as exc:
+            # geth stops the EVM and answers this one as an internal error (-32603)
+            raise SimulationRejected(INTERNAL_ERROR, str(exc)) from exc
+
+    def _run(self, blocks: tuple[SimBlock, ...], timeout: float) -> list[SimulatedBlock]:
         with execution_deadline(timeout):
             results: list[SimulatedBlock] = []
             parent = self.base
@@ -406,7 +413,7 @@ class Simulator:
             try:
                 receipt, computation = vm.apply_transaction(header, impersonate(tx, call.sender))
             except ValidationError as exc:
-                raise SimulationRejected(INTERNAL_ERROR, str(exc)) from exc
+                raise SimulationRejected(INTERNAL_ERROR, _wrapped(str(exc), tx.gas)) from exc
             used = receipt.gas_used - header.gas_used
             header = vm.add_receipt_to_header(header, receipt)
             if used > self.budget:
@@ -503,7 +510,16 @@ class Simulator:
     def _check_call(
         self, state: StateAPI, header: BlockHeaderAPI, call: SimCall, tx: SignedTransactionAPI
     ) -> None:
-        """geth's preCheck, buyGas and intrinsic-gas checks, in geth's order and words."""
+        """geth's preCheck, buyGas and intrinsic-gas checks, in geth's order and words, as
+        geth's simulator wraps them ("err: ... (supplied gas N)")."""
+        try:
+            self._precheck(state, header, call, tx)
+        except SimulationRejected as exc:
+            raise SimulationRejected(exc.code, _wrapped(exc.message, tx.gas)) from None
+
+    def _precheck(
+        self, state: StateAPI, header: BlockHeaderAPI, call: SimCall, tx: SignedTransactionAPI
+    ) -> None:
         who = to_checksum_address(call.sender)  # geth's Address.Hex()
         have_nonce = state.get_nonce(call.sender)
         if self.options.validation:
@@ -581,6 +597,10 @@ class Simulator:
             if alive
         )
         return logs, first + len(entries)
+
+
+def _wrapped(message: str, gas: int) -> str:
+    return f"err: {message} (supplied gas {gas})"
 
 
 def _frames(

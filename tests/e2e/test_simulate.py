@@ -202,7 +202,7 @@ def test_state_and_block_overrides(world: World) -> None:
         {"blockStateCalls": [{"calls": [{"from": NOBODY, "to": A1, "value": hex(10**17)}]}]}
     )
     assert error["code"] == -38014
-    assert error["message"].startswith("insufficient funds for gas * price + value")
+    assert error["message"].startswith("err: insufficient funds for gas * price + value")
 
 
 def test_revert_and_vm_errors(world: World) -> None:
@@ -252,15 +252,20 @@ def test_validation_errors_use_geth_codes(world: World) -> None:
 
     low = refused({"from": A0, "to": A1, "nonce": hex(nonce - 1), "maxFeePerGas": fee})
     assert low["code"] == -38010
-    assert low["message"] == f"nonce too low: address {A0}, tx: {nonce - 1} state: {nonce}"
+    assert low["message"] == (
+        f"err: nonce too low: address {A0}, tx: {nonce - 1} state: {nonce} (supplied gas 30000000)"
+    )
     high = refused({"from": A0, "to": A1, "nonce": hex(nonce + 5), "maxFeePerGas": fee})
     assert high["code"] == -38011
-    assert high["message"].startswith("nonce too high")
+    assert high["message"].startswith("err: nonce too high")
     no_fee = refused({"from": A0, "to": A1})
     assert no_fee["code"] == -38012
-    assert no_fee["message"].startswith("max fee per gas less than block base fee")
+    assert no_fee["message"].startswith("err: max fee per gas less than block base fee")
     intrinsic = refused({"from": A0, "to": A1, "gas": hex(20_000), "maxFeePerGas": fee})
-    assert intrinsic == {"code": -38013, "message": "intrinsic gas too low: have 20000, want 21000"}
+    assert intrinsic == {
+        "code": -38013,
+        "message": "err: intrinsic gas too low: have 20000, want 21000 (supplied gas 20000)",
+    }
     poor = refused({"from": NOBODY, "to": A1, "maxFeePerGas": fee, "gas": hex(21_000)})
     assert poor["code"] == -38014
     too_much_gas = refused({"from": A0, "to": A1, "gas": hex(10**9), "maxFeePerGas": fee})
@@ -464,3 +469,44 @@ def test_anvil_agrees_on_call_outcomes(world: World, tmp_path: Any) -> None:
                 assert mine["error"]["data"] == other["returnData"]
     finally:
         anvil.stop()
+
+
+# JUMPDEST PUSH1 0 JUMP: loops until its gas is gone (12 gas a round)
+LOOP_CODE = "0x5b600056"
+
+
+@pytest.mark.slow
+def test_whole_simulation_is_bounded_by_evmtimeout_and_gas_cap(tmp_path: Any) -> None:
+    """--rpc.evmtimeout bounds the whole simulation (not each call), --rpc.gascap the gas of
+    all its calls together (geth's gas budget); the node serves on afterwards."""
+    loop = {"stateOverrides": {CODE_AT: {"code": LOOP_CODE}}}
+    slow = NodeProcess(tmp_path / "slow", "dev", "--rpc.evmtimeout", "300ms").start()
+    try:
+        w3 = Web3(Web3.HTTPProvider(slow.url))
+        request = {
+            "blockStateCalls": [
+                loop | {"calls": [{"from": A0, "to": CODE_AT, "gas": hex(2_000_000)}]},
+                {"calls": [{"from": A0, "to": CODE_AT, "gas": hex(20_000_000)}]},
+            ]
+        }
+        answer = w3.provider.make_request("eth_simulateV1", [request, "latest"])  # type: ignore[arg-type]
+        assert answer["error"] == {"code": -32603, "message": "execution aborted (timeout = 300ms)"}
+        assert w3.eth.block_number == 0
+    finally:
+        slow.stop()
+    capped = NodeProcess(tmp_path / "capped", "dev", "--rpc.gascap", "50000").start()
+    try:
+        w3 = Web3(Web3.HTTPProvider(capped.url))
+        calls = [{"from": A0, "to": A1, "value": "0x1"}, {"from": A0, "to": CODE_AT}]
+        request = {"blockStateCalls": [loop | {"calls": calls}]}
+        answer = w3.provider.make_request("eth_simulateV1", [request, "latest"])  # type: ignore[arg-type]
+        transfer, looped = answer["result"][0]["calls"]
+        assert transfer["status"] == "0x1"
+        # the loop got what the budget had left (50,000 - 21,000), not the block's gas
+        assert int(looped["gasUsed"], 16) == 29_000
+        assert looped["error"] == {
+            "code": -32015,
+            "message": "out of gas (gas limit was capped by the RPC server's global gas cap)",
+        }
+    finally:
+        capped.stop()
