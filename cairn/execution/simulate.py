@@ -28,7 +28,7 @@ from eth.abc import (
 )
 from eth.chains.base import ChainContext
 from eth.consensus.context import ConsensusContext
-from eth.exceptions import Revert
+from eth.exceptions import Halt, Revert
 from eth.vm.base import VM
 from eth.vm.computation import BaseComputation
 from eth.vm.forks.london.headers import calculate_expected_base_fee_per_gas
@@ -176,6 +176,8 @@ class SimSource(HeaderSource, Protocol):
 
 # ------------------------------------------------------------------ the VM it runs
 _MARK = "_cairn_sim_mark"
+_SELFDESTRUCTS = "_cairn_sim_selfdestructs"
+SELFDESTRUCT = 0xFF
 
 
 class _SimComputation(DeadlineComputation):
@@ -198,6 +200,34 @@ class _SimComputation(DeadlineComputation):
         return computation
 
 
+class _SelfDestructTransfer:
+    """SELFDESTRUCT, noting on its frame the balance it moves, to whom and when: geth's
+    tracer logs that as a transfer too."""
+
+    __slots__ = ("gas_cost", "inner", "mnemonic")
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.mnemonic = getattr(inner, "mnemonic", "SELFDESTRUCT")
+        self.gas_cost = getattr(inner, "gas_cost", 0)
+
+    def __call__(self, computation: Any) -> None:
+        values = computation._stack.values
+        top = values[-1] if values else 0
+        word = top if isinstance(top, int) else int.from_bytes(top, "big")
+        beneficiary = Address((word & (2**160 - 1)).to_bytes(20, "big"))
+        balance = computation.state.get_balance(computation.msg.storage_address)
+        mark = computation.transaction_context.get_next_log_counter()
+        try:
+            self.inner(computation=computation)
+        except Halt:
+            if balance:
+                done = getattr(computation, _SELFDESTRUCTS, [])
+                done.append((mark, beneficiary, balance))
+                setattr(computation, _SELFDESTRUCTS, done)
+            raise
+
+
 class _SimExecutor(BaseTransactionExecutor):
     def validate_transaction(self, transaction: SignedTransactionAPI) -> None:
         # A simulated call is checked by `_check_call` with geth's rules and codes (nonce
@@ -216,9 +246,10 @@ class _SimVM(VM):
 def _sim_vm_class(vm_class: type[VM]) -> type[VM]:
     state = cast(type[BaseState], vm_class.get_state_class())
     base = cast(type[BaseComputation], state.computation_class)
-    computation = type(
-        f"Sim{base.__name__}", (_SimComputation, base), {"opcodes": deadline_opcodes(base.opcodes)}
-    )
+    opcodes = deadline_opcodes(base.opcodes)
+    if SELFDESTRUCT in opcodes:
+        opcodes[SELFDESTRUCT] = _SelfDestructTransfer(opcodes[SELFDESTRUCT])
+    computation = type(f"Sim{base.__name__}", (_SimComputation, base), {"opcodes": opcodes})
     executor = type(
         f"Sim{state.transaction_executor_class.__name__}",
         (_SimExecutor, state.transaction_executor_class),
@@ -586,6 +617,12 @@ class Simulator:
                 value = msg.value.to_bytes(32, "big")
                 mark: int = getattr(frame, _MARK)
                 entries.append((mark, alive, TRANSFER_LOG_ADDRESS, transfer, value))
+            if self.options.trace_transfers:
+                moved: list[tuple[int, Address, int]] = getattr(frame, _SELFDESTRUCTS, [])
+                for at, beneficiary, balance in moved:
+                    paid = (TRANSFER_TOPIC, _word(msg.storage_address), _word(beneficiary))
+                    value = balance.to_bytes(32, "big")
+                    entries.append((at, alive, TRANSFER_LOG_ADDRESS, paid, value))
             # py-evm keeps a frame's own logs in `_log_entries`, each with its place in order
             own: list[tuple[int, Address, tuple[int, ...], bytes]] = frame._log_entries
             for counter, address, topics, data in own:

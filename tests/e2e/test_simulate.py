@@ -310,6 +310,23 @@ def test_trace_transfers_logs_internal_value_moves(world: World) -> None:
     assert [log["logIndex"] for log in logs] == ["0x0", "0x1", "0x2", "0x3"]
     plain = world.simulate({"blockStateCalls": [{"calls": [call]}]})
     assert [log["address"] for log in plain[0]["calls"][0]["logs"]] == [splitter.lower()]
+    # SELFDESTRUCT's balance moves are transfers too (the child got 1 wei from nested())
+    probe = world.probe.address
+    child = world.probe.functions.child().call()
+    calls = [
+        {"from": A0, "to": probe, "input": world.data(world.probe, "nested", 1)},
+        {"from": A0, "to": probe, "input": world.data(world.probe, "destroyChild")},
+    ]
+    nested, destroyed = world.simulate(
+        {"blockStateCalls": [{"calls": calls}], "traceTransfers": True}
+    )[0]["calls"]
+    assert (nested["logs"][0]["address"], nested["logs"][0]["topics"][1:]) == (
+        ERC7528,
+        [topic_of(probe), topic_of(child)],
+    )
+    assert [(g["address"], g["topics"][1:], int(g["data"], 16)) for g in destroyed["logs"]] == [
+        (ERC7528, [topic_of(child), topic_of(probe)], 1)
+    ]
     # a reverted call leaves no transfer logs
     fail = {
         "from": A0,
@@ -414,7 +431,8 @@ def test_bad_parameters_are_refused_clearly(world: World) -> None:
 
 def test_anvil_agrees_on_call_outcomes(world: World, tmp_path: Any) -> None:
     """Anvil serves eth_simulateV1 too; its calls (status, return data, gas, logs, errors)
-    must match Cairn's for the same request (block headers differ: see docs/rpc.md)."""
+    must match Cairn's for the same request (block headers differ, and Anvil logs no transfer
+    for SELFDESTRUCT where geth does: see docs/rpc.md)."""
     anvil = AnvilProcess(tmp_path / "anvil.log").start()
     try:
         code = world.w3.eth.get_code(world.probe.address).to_0x_hex()
