@@ -235,6 +235,13 @@ class _SimExecutor(BaseTransactionExecutor):
         return None
 
 
+class _SimState(BaseState):
+    def get_tip(self, transaction: SignedTransactionAPI) -> int:
+        # A call without fees under an overridden base fee would pay the coinbase a negative
+        # tip; geth skips the fee payment then (NoBaseFee with zero fee fields).
+        return max(0, super().get_tip(transaction))
+
+
 class _SimVM(VM):
     def validate_block(self, block: BlockAPI) -> None:
         # Simulated headers follow the request, not the chain's rules (a base fee of 0, any
@@ -257,7 +264,7 @@ def _sim_vm_class(vm_class: type[VM]) -> type[VM]:
     )
     sim_state = type(
         f"Sim{state.__name__}",
-        (state,),
+        (_SimState, state),
         {"computation_class": computation, "transaction_executor_class": executor},
     )
     return cast(
@@ -554,6 +561,10 @@ class Simulator:
         who = to_checksum_address(call.sender)  # geth's Address.Hex()
         have_nonce = state.get_nonce(call.sender)
         if self.options.validation:
+            if have_nonce == 2**64 - 1:
+                raise SimulationRejected(
+                    INTERNAL_ERROR, f"nonce has max value: address {who}, nonce: {have_nonce}"
+                )
             if have_nonce < tx.nonce:
                 raise SimulationRejected(
                     NONCE_TOO_HIGH,

@@ -49,6 +49,7 @@ _CALL_KEYS = {
     "chainId",
     "accessList",
     "type",
+    "maxFeePerBlobGas",  # only meaningful with blobVersionedHashes, which are refused
 }
 
 
