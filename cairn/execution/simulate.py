@@ -12,7 +12,7 @@ never write storage, and nothing of a simulation outlives it.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from typing import Any, Protocol, cast
 
@@ -114,6 +114,8 @@ class SimBlock:
     overrides: SimBlockOverrides = SimBlockOverrides()
     state: tuple[StateOverride, ...] = ()
     calls: tuple[SimCall, ...] = ()
+    # geth's movePrecompileToAddress: (precompile, new address), for this block only
+    moves: tuple[tuple[Address, Address], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -346,21 +348,7 @@ def sanitize_chain(base: BlockHeaderAPI, blocks: tuple[SimBlock, ...]) -> list[S
                     f"block timestamps must be in order: {timestamp} <= {prev_time}",
                 )
         prev_time = timestamp
-        out.append(
-            SimBlock(
-                SimBlockOverrides(
-                    number=number,
-                    time=timestamp,
-                    gas_limit=o.gas_limit,
-                    fee_recipient=o.fee_recipient,
-                    prev_randao=o.prev_randao,
-                    base_fee=o.base_fee,
-                    beacon_root=o.beacon_root,
-                ),
-                block.state,
-                block.calls,
-            )
-        )
+        out.append(replace(block, overrides=replace(o, number=number, time=timestamp)))
     return out
 
 
@@ -404,6 +392,60 @@ class Simulator:
                 parent = done.header
             return results
 
+    def _block_vm_class(self, block: SimBlock) -> type[VM]:
+        """The VM for one block: with its precompiles as geth leaves them after the block's
+        state overrides (a precompile whose address is overridden is gone; one moved with
+        movePrecompileToAddress answers at its new address), or the plain one."""
+        state_class = cast(type[BaseState], self.vm_class.get_state_class())
+        computation = cast(type[BaseComputation], state_class.computation_class)
+        precompiles = dict(computation.get_precompiles())
+        overridden = {o.address for o in block.state}
+        if not block.moves and not overridden & set(precompiles):
+            return self.vm_class
+        moved = dict(block.moves)
+        dirty: set[Address] = set()
+        for address in sorted(overridden | set(moved)):
+            if address in dirty:
+                raise SimulationRejected(
+                    SERVER_ERROR,
+                    f"account {to_checksum_address(address)} has already been overridden by a "
+                    "precompile",
+                )
+            target = moved.get(address)
+            function = precompiles.get(address)
+            if target is not None:
+                if function is None:
+                    raise SimulationRejected(
+                        SERVER_ERROR, f"account {to_checksum_address(address)} is not a precompile"
+                    )
+                if target in overridden or target in moved:
+                    raise SimulationRejected(
+                        SERVER_ERROR,
+                        f"account {to_checksum_address(target)} is already overridden",
+                    )
+                precompiles[target] = function
+                dirty.add(target)
+            if function is not None:
+                del precompiles[address]
+        moved_computation = type(
+            computation.__name__, (computation,), {"_precompiles": precompiles}
+        )
+        warm = frozenset(computation.get_precompiles())
+
+        def is_address_warm(state: Any, address: Address) -> bool:
+            # geth warms the fork's precompile addresses, wherever the code now answers
+            return bool(state._account_db.is_address_warm(address)) or address in warm
+
+        moved_state = type(
+            state_class.__name__,
+            (state_class,),
+            {"computation_class": moved_computation, "is_address_warm": is_address_warm},
+        )
+        return cast(
+            type[VM],
+            type(self.vm_class.__name__, (self.vm_class,), {"_state_class": moved_state}),
+        )
+
     def _template(
         self, block: SimBlock, parent: BlockHeaderAPI, coinbase: Address, gas_limit: int
     ) -> BlockHeaderAPI:
@@ -430,7 +472,8 @@ class Simulator:
         self, block: SimBlock, parent: BlockHeaderAPI, coinbase: Address, gas_limit: int
     ) -> SimulatedBlock:
         template = self._template(block, parent, coinbase, gas_limit)
-        vm = self.vm_class(
+        vm_class = self._block_vm_class(block)
+        vm = vm_class(
             header=template,
             chaindb=EvmChainDB(self._overlay.db, self._headers),
             chain_context=self._chain_context,

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from eth_typing import Address
+
 from cairn.execution.reader import StoredBlock
 from cairn.execution.simulate import (
     SimBlock,
@@ -105,7 +107,8 @@ def _block(value: Any, position: int) -> SimBlock:
     unknown = sorted(set(value) - _BLOCK_KEYS)
     if unknown:
         raise invalid_params(f"{where}: unknown field(s) {', '.join(unknown)}")
-    state = parse_overrides(value.get("stateOverrides"), None, 0)
+    raw_state, moves = _moves(value.get("stateOverrides"), where)
+    state = parse_overrides(raw_state, None, 0)
     calls = value.get("calls")
     if calls is None:
         calls = []
@@ -115,7 +118,34 @@ def _block(value: Any, position: int) -> SimBlock:
         overrides=_block_overrides(value.get("blockOverrides"), where),
         state=state.state if state is not None else (),
         calls=tuple(_call(c, f"{where}.calls[{i}]") for i, c in enumerate(calls)),
+        moves=moves,
     )
+
+
+def _moves(value: Any, where: str) -> tuple[Any, tuple[tuple[Address, Address], ...]]:
+    """geth's movePrecompileToAddress taken out of the state overrides (the rest are
+    eth_call's): the overrides without it, and (precompile, new address) pairs."""
+    if not isinstance(value, dict):
+        return value, ()
+    rest: dict[str, Any] = {}
+    moves: list[tuple[Address, Address]] = []
+    for key, account in value.items():
+        if not isinstance(account, dict):
+            rest[key] = account
+            continue
+        kept = {k: v for k, v in account.items() if k.lower() != "moveprecompiletoaddress"}
+        target = next(
+            (v for k, v in account.items() if k.lower() == "moveprecompiletoaddress"), None
+        )
+        if target is not None:
+            moves.append(
+                (
+                    params.address(key, 0, name=f"{where}.stateOverrides"),
+                    params.address(target, 0, name="movePrecompileToAddress"),
+                )
+            )
+        rest[key] = kept
+    return rest, tuple(moves)
 
 
 def _block_overrides(value: Any, where: str) -> SimBlockOverrides:
