@@ -28,6 +28,7 @@ from eth.abc import (
 )
 from eth.chains.base import ChainContext
 from eth.consensus.context import ConsensusContext
+from eth.db.backends.base import BaseDB
 from eth.exceptions import Halt, Revert
 from eth.vm.base import VM
 from eth.vm.computation import BaseComputation
@@ -173,7 +174,7 @@ class SimSource(HeaderSource, Protocol):
     @property
     def fork(self) -> Fork: ...
 
-    def state_db(self) -> Any: ...
+    def state_db(self) -> BaseDB: ...
 
 
 # ------------------------------------------------------------------ the VM it runs
