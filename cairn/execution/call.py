@@ -13,8 +13,8 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any, Protocol, cast
@@ -35,7 +35,7 @@ from eth.vm.computation import BaseComputation
 from eth.vm.forks.berlin.transactions import BerlinTransactionBuilder
 from eth.vm.spoof import SpoofTransaction
 from eth.vm.state import BaseState, BaseTransactionExecutor
-from eth_typing import Address
+from eth_typing import Address, Hash32
 from eth_utils import ValidationError
 
 from cairn.errors import ExecutionFailed, ExecutionTimeout, TransactionReverted
@@ -123,18 +123,47 @@ class DeadlineComputation(BaseComputation):
         )
 
 
+# Wraps a call's one transaction, given its state (tracers look before and after it).
+AroundCall = Callable[[StateAPI], AbstractContextManager[None]]
+
+
 @dataclass(frozen=True)
 class CallParams:
     sender: Address = ZERO_ADDRESS
     to: Address | None = None
     gas: int | None = None
-    gas_price: int | None = None
+    gas_price: int | None = None  # legacy gasPrice; or the two EIP-1559 fields below
+    max_fee: int | None = None
+    max_priority_fee: int | None = None
     value: int = 0
     data: bytes = b""
     access_list: tuple[tuple[Address, tuple[int, ...]], ...] = field(default=())
     # geth's state and block overrides (eth_call's 3rd and 4th parameters, debug_traceCall's
     # stateOverrides / blockOverrides): applied to this call's throw-away state only.
     overrides: CallOverrides | None = None
+
+    @property
+    def priced(self) -> bool:
+        """A price was given: the call pays for its gas, against the block's base fee (as
+        geth: unpriced calls run with base fee 0 and pay nothing)."""
+        return any(p for p in (self.gas_price, self.max_fee, self.max_priority_fee))
+
+    def effective_gas_price(self, base_fee: int) -> int:
+        if self.gas_price is not None:
+            return self.gas_price
+        tip = self.max_priority_fee or 0
+        cap = self.max_fee if self.max_fee is not None else base_fee + tip
+        if cap < tip:
+            raise ExecutionFailed(
+                f"max priority fee per gas higher than max fee per gas: "
+                f"maxPriorityFeePerGas: {tip}, maxFeePerGas: {cap}"
+            )
+        if cap < base_fee:
+            raise ExecutionFailed(
+                f"max fee per gas less than block base fee: maxFeePerGas: {cap}, "
+                f"baseFee: {base_fee}"
+            )
+        return min(cap, base_fee + tip)
 
 
 @dataclass(frozen=True)
@@ -258,9 +287,20 @@ class CallSource(Protocol):
 
 
 class CallRunner:
-    def __init__(self, reader: CallSource, gas_cap: int, timeout: float = DEFAULT_TIMEOUT) -> None:
-        """`timeout`: the wall-clock limit of one call or estimate, unless one is passed."""
+    def __init__(
+        self,
+        reader: CallSource,
+        gas_cap: int,
+        timeout: float = DEFAULT_TIMEOUT,
+        *,
+        next_block: bool = True,
+    ) -> None:
+        """`timeout`: the wall-clock limit of one call or estimate, unless one is passed.
+        `next_block`: a call on block N runs in the context of the block after it (number
+        N+1, the next timestamp and base fee), as Anvil and Hardhat do; otherwise in N's own
+        context, as geth does. Either way it runs on the state after N, base fee 0."""
         self.reader = reader
+        self.next_block = next_block
         self.gas_cap = gas_cap
         self.timeout = timeout
         self._chain_context = ChainContext(reader.chain_id)
@@ -274,9 +314,12 @@ class CallRunner:
         header: BlockHeaderAPI,
         overrides: CallOverrides | None = None,
         traced: type[VM] | None = None,
+        priced: bool = False,
     ) -> StateAPI:
-        """What py-evm's `VM.in_costless_state` builds: the next block's context, base fee 0;
-        with `overrides`, their block fields in the context and their accounts in the state."""
+        """The state after `header` in the context of the next block (what py-evm's
+        `VM.in_costless_state` builds) or of `header` itself (`next_block`), base fee 0 unless
+        the call is `priced`; with `overrides`, their block fields in the context and their
+        accounts in the state."""
         overlay = StateOverlay(self.reader.state_db())
         vm_class = self.reader.fork.vm_class
         vm = vm_class(
@@ -285,10 +328,17 @@ class CallRunner:
             chain_context=self._chain_context,
             consensus_context=ConsensusContext(overlay.db),
         )
-        child = vm.generate_block_from_parent_header_and_coinbase(header, header.coinbase)
-        block = overrides.block if overrides is not None else None
-        free_header = child.header.copy(base_fee_per_gas=0, **_block_fields(block))
-        previous = itertools.chain((header.hash,), vm.previous_hashes or ())
+        fields = _block_fields(overrides.block if overrides is not None else None)
+        if not priced:
+            fields["base_fee_per_gas"] = 0
+        previous: Iterable[Hash32]
+        if self.next_block:
+            child = vm.generate_block_from_parent_header_and_coinbase(header, header.coinbase)
+            free_header = child.header.copy(**fields)
+            previous = itertools.chain((header.hash,), vm.previous_hashes or ())
+        else:
+            free_header = header.copy(**fields)
+            previous = vm.previous_hashes or ()
         context = vm_class.create_execution_context(free_header, previous, self._chain_context)
         state_class = call_state_class(vm_class) if traced is None else traced.get_state_class()
         state: StateAPI = state_class(overlay.db, context, free_header.state_root)
@@ -302,11 +352,13 @@ class CallRunner:
         params: CallParams,
         gas: int,
         vm_class: type[VM] | None = None,
+        around: AroundCall | None = None,
     ) -> CallOutcome:
-        if params.overrides is not None:
-            # Overrides change the state and context: a fresh state, never the warm one.
-            state = self._costless_state(header, params.overrides, vm_class)
-            return self._apply(vm_class or self.reader.fork.vm_class, state, params, gas)
+        if params.overrides is not None or params.priced:
+            # Overrides and a base fee change the state and context: a fresh state, never the
+            # warm one.
+            state = self._costless_state(header, params.overrides, vm_class, params.priced)
+            return self._apply(vm_class or self.reader.fork.vm_class, state, params, gas, around)
         if vm_class is None:
             with self._warm_lock:
                 key = (bytes(header.hash), int(time.time()))
@@ -315,27 +367,25 @@ class CallRunner:
                 state = self._warm[1]
                 snapshot = state.snapshot()
                 try:
-                    return self._apply(self.reader.fork.vm_class, state, params, gas)
+                    return self._apply(self.reader.fork.vm_class, state, params, gas, around)
                 except ExecutionTimeout:
                     self._warm = None  # stopped mid-run: start the next call from scratch
                     raise
                 finally:
                     state.revert(snapshot)
-        overlay = StateOverlay(self.reader.state_db())
-        vm_class = vm_class or self.reader.fork.vm_class
-        vm = vm_class(
-            header=header,
-            chaindb=self.reader.evm_chaindb(overlay),
-            chain_context=self._chain_context,
-            consensus_context=ConsensusContext(overlay.db),
-        )
-        with vm.in_costless_state() as state:
-            return self._apply(vm_class, state, params, gas)
+        state = self._costless_state(header, traced=vm_class)
+        return self._apply(vm_class, state, params, gas, around)
 
     def _apply(
-        self, vm_class: type[VM], state: StateAPI, params: CallParams, gas: int
+        self,
+        vm_class: type[VM],
+        state: StateAPI,
+        params: CallParams,
+        gas: int,
+        around: AroundCall | None = None,
     ) -> CallOutcome:
         nonce = state.get_nonce(params.sender)
+        price = params.effective_gas_price(state.base_fee) if params.priced else 0
         builder = cast(type[BerlinTransactionBuilder], vm_class.get_transaction_builder())
         to = params.to if params.to is not None else Address(b"")
         unsigned: UnsignedTransactionAPI
@@ -343,7 +393,7 @@ class CallRunner:
             unsigned = builder.new_unsigned_access_list_transaction(
                 chain_id=self.reader.chain_id,
                 nonce=nonce,
-                gas_price=0,
+                gas_price=price,
                 gas=gas,
                 to=to,
                 value=params.value,
@@ -352,11 +402,12 @@ class CallRunner:
             )
         else:
             unsigned = builder.create_unsigned_transaction(
-                nonce=nonce, gas_price=0, gas=gas, to=to, value=params.value, data=params.data
+                nonce=nonce, gas_price=price, gas=gas, to=to, value=params.value, data=params.data
             )
         spoofed = SpoofTransaction(unsigned, from_=params.sender)
         try:
-            computation = state.apply_transaction(spoofed)  # type: ignore[arg-type]
+            with around(state) if around is not None else nullcontext():
+                computation = state.apply_transaction(spoofed)  # type: ignore[arg-type]
         except ValidationError as exc:
             message = str(exc)
             if "insufficient" in message.lower() or "balance" in message.lower():
@@ -365,14 +416,20 @@ class CallRunner:
         return CallOutcome(computation.output, gas - computation.get_gas_remaining(), computation)
 
     def run(
-        self, header: BlockHeaderAPI, params: CallParams, *, vm_class: type[VM] | None = None
+        self,
+        header: BlockHeaderAPI,
+        params: CallParams,
+        *,
+        vm_class: type[VM] | None = None,
+        around: AroundCall | None = None,
     ) -> CallOutcome:
         """Run `params` as it is (gas capped) and return the outcome, failed or not.
 
-        `vm_class` lets tracing run the same message through an instrumented VM.
+        `vm_class` lets tracing run the same message through an instrumented VM, and
+        `around` look at the state just before and after it.
         """
         gas = min(params.gas, self.gas_cap) if params.gas is not None else self.gas_cap
-        return self._run(header, params, gas, vm_class)
+        return self._run(header, params, gas, vm_class, around)
 
     def call(
         self, header: BlockHeaderAPI, params: CallParams, *, timeout: float | None = None
@@ -395,6 +452,23 @@ class CallRunner:
 
     def _estimate_gas(self, header: BlockHeaderAPI, params: CallParams) -> int:
         hi = min(params.gas, self.gas_cap) if params.gas is not None else self.gas_cap
+        fee_cap = params.gas_price or params.max_fee or 0
+        if fee_cap:
+            # As geth: a priced estimate searches no higher than the sender's funds allow.
+            overridden = [
+                o.balance
+                for o in (params.overrides.state if params.overrides else ())
+                if o.address == params.sender and o.balance is not None
+            ]
+            balance = (
+                overridden[-1]
+                if overridden
+                else self.reader.state_at(header).get_balance(params.sender)
+            )
+            available = balance - params.value
+            if available < 0:
+                raise ExecutionFailed("insufficient funds for transfer")
+            hi = min(hi, available // fee_cap)
         if params.to is not None and not params.data and not params.access_list:
             state = self.reader.state_at(header)
             if not state.get_code(params.to):

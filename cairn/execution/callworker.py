@@ -181,13 +181,15 @@ class _RemoteChain:
         return state
 
 
-def _serve(conn: Connection, fork_name: str, chain_id: int, gas_cap: int, parent: int) -> None:
+def _serve(
+    conn: Connection, fork_name: str, chain_id: int, gas_cap: int, next_block: bool, parent: int
+) -> None:
     """A worker's life: run each call sent, answer with its outcome, until the pipe closes."""
     die_with_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the node's to handle
     fork = fork_named(fork_name)
     channel = _Channel(conn)
-    runner = CallRunner(_RemoteChain(channel, fork, chain_id), gas_cap)
+    runner = CallRunner(_RemoteChain(channel, fork, chain_id), gas_cap, next_block=next_block)
     headers: dict[bytes, BlockHeaderAPI] = {}  # decoded once: most calls ask for the head
     while True:
         try:
@@ -227,7 +229,10 @@ class _Worker:
     the oldest waiting call and calls `on_free`."""
 
     def __init__(
-        self, spec: tuple[str, int, int], reader: ChainReader, on_free: Callable[[], None]
+        self,
+        spec: tuple[str, int, int, bool],
+        reader: ChainReader,
+        on_free: Callable[[], None],
     ) -> None:
         self._reader = reader
         self._on_free = on_free
@@ -325,9 +330,12 @@ def _encoded(header: BlockHeaderAPI | None) -> bytes | None:
 class CallWorkers:
     """`count` worker processes running calls; each call goes to the first worker with room."""
 
-    def __init__(self, reader: ChainReader, gas_cap: int, count: int) -> None:
+    def __init__(
+        self, reader: ChainReader, gas_cap: int, count: int, *, next_block: bool = True
+    ) -> None:
+        """`next_block`: as `CallRunner`'s."""
         self._reader = reader
-        self._spec = (reader.fork.name, reader.chain_id, gas_cap)
+        self._spec = (reader.fork.name, reader.chain_id, gas_cap, next_block)
         self._workers = [_Worker(self._spec, reader, self._pump) for _ in range(count)]
         self._raw_headers: dict[bytes, bytes] = {}
         # callers waiting for a place on a worker, oldest first; each gets the worker

@@ -965,23 +965,40 @@ class Tracer:
         self, header: BlockHeaderAPI, params: CallParams, options: TraceOptions
     ) -> TraceResult:
         """debug_traceCall: `params` run on the state after `header`, nothing kept."""
-        if options.tracer == PRESTATE_TRACER:
-            raise ExecutionFailed(
-                "prestateTracer is not supported by Cairn's debug_traceCall; trace a mined "
-                "transaction with debug_traceTransaction"
-            )
         gas = self._call_gas(params)
         budget = _Budget(self.max_bytes) if self.max_bytes else None
         probe = self._probe(options, budget)
+        collector = probe.prestate
+        prestates: list[PrestateResult] = []
+
+        @contextmanager
+        def around(state: StateAPI) -> Iterator[None]:
+            if collector is not None:  # as for a mined transaction: sender, recipient, coinbase
+                for address in (bytes(params.sender), bytes(state.coinbase)):
+                    collector.lookup(state, address)
+                if params.to is not None:
+                    collector.lookup(state, bytes(params.to))
+                else:
+                    nonce = state.get_nonce(params.sender)
+                    created = bytes(generate_contract_address(params.sender, nonce))
+                    collector.lookup(state, created)
+                    collector.created.add(created)
+            yield
+            if collector is not None:
+                prestates.append(collector.result(state, options.diff_mode, set()))
+
         vm_class = traced_vm_class(self.reader.fork.vm_class)
         with self._request(), _Attached(probe), execution_deadline(options.timeout):
-            outcome = self.calls.run(header, replace(params, gas=gas), vm_class=vm_class)
+            outcome = self.calls.run(
+                header, replace(params, gas=gas), vm_class=vm_class, around=around
+            )
         gas_used = final_gas_used(vm_class, outcome.computation, gas)
         ran = _Ran(
             sender=bytes(params.sender),
             computation=outcome.computation,
             gas_used=gas_used,
             log_offset=0,
+            prestate=prestates[0] if prestates else None,
         )
         return self._result(ran, probe, options, gas=gas)
 

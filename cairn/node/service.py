@@ -151,7 +151,7 @@ class Node:
         self.recovery = SenderRecovery(self.fork.name)
         rpc = settings.rpc
         self.call_workers = (
-            CallWorkers(self.chain.reader, rpc.gas_cap, rpc.call_workers)
+            CallWorkers(self.chain.reader, rpc.gas_cap, rpc.call_workers, next_block=settings.dev)
             if rpc.call_workers > 0
             else None
         )
@@ -160,7 +160,11 @@ class Node:
             pool=self.pool,
             events=self.events,
             log_index=LogIndex(settings.memory.logs),
-            calls=CallRunner(self.chain.reader, rpc.gas_cap, rpc.evm_timeout),
+            # eth_call's block context: Anvil's (the next block) on a dev chain, geth's (the
+            # named block) on a network node
+            calls=CallRunner(
+                self.chain.reader, rpc.gas_cap, rpc.evm_timeout, next_block=settings.dev
+            ),
             reads=self.reads,
             config=rpc,
             client_version=CLIENT_VERSION,

@@ -181,6 +181,7 @@ class Handshake:
                 theirs.head_hash,
                 connected_at=now,
                 status_at=now,
+                conn=conn,
             )
         )
         if theirs.listen_port:

@@ -228,6 +228,11 @@ class Network:
                 return
         if jobs.links.pubsub.is_peer_blacklisted(peer):
             jobs.links.pubsub.remove_from_blacklist(peer)  # its ban has expired
+        record = self.table.peers.get(peer)
+        if record is not None and record.conn is not None and record.conn.is_closed:
+            # It reconnected before the close of the connection we handshook on reached
+            # `on_disconnected`: a new peer, handshaken on this connection.
+            self.table.drop(peer)
         jobs.handshake.start(peer, conn)
 
     def on_disconnected(self, conn: INetConn) -> None:
@@ -235,8 +240,22 @@ class Network:
         if jobs is None:
             return
         peer = conn.muxed_conn.peer_id
-        if jobs.links.host.get_network().connections.get(peer):
-            return  # another connection to the same peer is still up
+        record = self.table.peers.get(peer)
+        handshaken_on = record.conn if record is not None else None
+        if handshaken_on is not None and handshaken_on is not conn and not handshaken_on.is_closed:
+            return  # an older connection closed; the one the peer was handshaken on is up
+        others = [
+            c for c in jobs.links.host.get_network().connections.get(peer, ()) if c is not conn
+        ]
+        live = [c for c in others if not c.is_closed]
+        if live:
+            # Another connection to the same peer is still up (it reconnected before this
+            # one's close reached us): the peer is handshaken again on it, as
+            # `on_connected` skipped it while the closed one was its record.
+            if record is not None and record.conn is conn:
+                self.table.drop(peer)
+                jobs.handshake.start(peer, live[-1])
+            return
         self.table.gone(peer)
         if self.table.drop(peer):
             log.info("peer %s disconnected", peer.to_base58())

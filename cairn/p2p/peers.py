@@ -17,11 +17,11 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import trio
-from libp2p.abc import IHost
+from libp2p.abc import IHost, INetConn
 from libp2p.peer.id import ID
 
 from cairn.errors import CairnError, Equivocation, InvalidBlock, InvalidCommit, InvalidTransaction
@@ -52,6 +52,9 @@ class PeerRecord:
     head_hash: bytes
     connected_at: float
     status_at: float
+    # The connection the handshake ran on: when it closes while another connection to
+    # the same peer is up, that one is handshaken in its place.
+    conn: INetConn | None = field(default=None, compare=False, repr=False)
 
 
 def fault_kind(exc: CairnError) -> str:
@@ -201,10 +204,15 @@ class PeerLinks:
         self._nursery.start_soon(fn, *args)
 
     async def disconnect(self, peer: ID) -> None:
-        try:
-            await self.host.disconnect(peer)
-        except PEER_ERRORS as exc:
-            log.debug("disconnect %s: %s", peer, describe(exc))
+        """Close each of the peer's connections. Not `host.disconnect`: py-libp2p 0.8.1's
+        `Swarm.close_peer` ends by dropping the peer's whole entry from the swarm's table,
+        so a connection the peer opened while the old one was closing (it redials at once)
+        stays up untracked: never handshaken, and out of reach of the next hang-up."""
+        for conn in list(self.host.get_network().connections.get(peer, ())):
+            try:
+                await conn.close()
+            except PEER_ERRORS as exc:
+                log.debug("disconnect %s: %s", peer, describe(exc))
 
     async def hang_up_after(self, peer: ID, signal: str, within: float) -> None:
         """Hang up once the other side has done `signal` (or left), waiting `within` s at

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import logging
 import random
+import weakref
 from collections.abc import Callable
 
 import trio
-from libp2p.abc import INetStream
+from libp2p.abc import IMuxedConn, INetStream
 from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
 from libp2p.utils.varint import encode_varint_prefixed
@@ -53,6 +54,9 @@ class SyncProtocol:
         self._our_status = our_status
         self.protocol = TProtocol(m.sync_protocol(chain.chain_id))
         self.budget = ServeBudget()
+        # Connections already refused and being hung up: their requests still in flight are
+        # refused too, but the peer is charged once per connection.
+        self._hanging_up: weakref.WeakSet[IMuxedConn] = weakref.WeakSet()
 
     # ------------------------------------------------------------ server
     async def serve(self, stream: INetStream) -> None:
@@ -65,7 +69,7 @@ class SyncProtocol:
                     return
                 refusal = self.budget.admit(peer.to_base58())
                 if refusal is not None:
-                    self._refuse(peer, refusal)
+                    self._refuse(stream.muxed_conn, refusal)
                     return
                 if request.kind == "status":
                     answer = self._our_status().encode()
@@ -88,13 +92,18 @@ class SyncProtocol:
         finally:
             await close_stream(stream)
 
-    def _refuse(self, peer: ID, why: str) -> None:
+    def _refuse(self, conn: IMuxedConn, why: str) -> None:
         """Over budget: no answer (the stream closes), points off, and we hang up; a peer
         that keeps coming back is banned by its score."""
         table = self._table
         table.stats["refused_over_budget"] += 1
         table.metrics.sync_refused.inc()
+        if conn in self._hanging_up:
+            return
+        self._hanging_up.add(conn)
+        peer = conn.peer_id
         self._links.penalise(peer, "over-budget", f"sync requests over budget: {why}")
+        self._links.forget(peer)  # hung up on purpose: not one to redial
         self._links.spawn(self._links.disconnect, peer)
 
     def _load_range(self, start: int, count: int) -> list[bytes]:

@@ -125,7 +125,13 @@ def call_params(value: Any, index: int = 0) -> CallParams:
             'Please use "input" to pass transaction call data'
         )
     raw_data = value.get("input", value.get("data"))
-    gas_price = value.get("gasPrice", value.get("maxFeePerGas"))
+    gas_price = value.get("gasPrice")
+    max_fee = value.get("maxFeePerGas")
+    tip = value.get("maxPriorityFeePerGas")
+    if gas_price is not None and (max_fee is not None or tip is not None):
+        raise invalid_params(
+            f"{_where(index)}: both gasPrice and (maxFeePerGas or maxPriorityFeePerGas) specified"
+        )
     access: list[tuple[Address, tuple[int, ...]]] = []
     for entry in value.get("accessList") or []:
         if not isinstance(entry, dict):
@@ -141,6 +147,10 @@ def call_params(value: Any, index: int = 0) -> CallParams:
         to=address(to, index, name="to") if to is not None else None,
         gas=quantity(value["gas"], index, name="gas") if value.get("gas") is not None else None,
         gas_price=quantity(gas_price, index, name="gasPrice") if gas_price is not None else None,
+        max_fee=quantity(max_fee, index, name="maxFeePerGas") if max_fee is not None else None,
+        max_priority_fee=(
+            quantity(tip, index, name="maxPriorityFeePerGas") if tip is not None else None
+        ),
         value=quantity(value["value"], index, name="value")
         if value.get("value") is not None
         else 0,

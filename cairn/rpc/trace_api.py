@@ -3,9 +3,10 @@ and the flat shapes geth's `flatCallTracer` and `4byteTracer` return.
 
 `trace_block`, `trace_transaction`, `trace_replayBlockTransactions` and
 `trace_replayTransaction` (the "trace" kind only) are what ethereum-etl's `export_traces` and
-Blockscout's Erigon/Nethermind/Besu variants call. Every one is built from the callTracer
-frames `cairn.execution.trace.Tracer` makes by replaying the block with the execution that
-built it; this module only reshapes them. Must never change chain state.
+Blockscout's Erigon/Nethermind/Besu variants call; `trace_get` and `trace_filter` complete the
+namespace. Every one is built from the callTracer frames `cairn.execution.trace.Tracer` makes
+by replaying the block with the execution that built it; this module only reshapes them.
+Must never change chain state.
 """
 
 from __future__ import annotations
@@ -236,6 +237,118 @@ class TraceNamespace:
         replayed = _replayed(traces, h)
         del replayed["transactionHash"]  # the single-transaction answer does not name it
         return replayed
+
+    @rpc_method("trace_get")
+    async def trace_get(self, tx_hash: Any, indices: Any) -> dict[str, Any] | None:
+        """The transaction's trace at `indices`, its trace address (OpenEthereum's and
+        Nethermind's reading; [] is the top call), or null."""
+        h, number, index = self._tx_location(tx_hash)
+        if not isinstance(indices, list):
+            raise invalid_params("invalid argument 1: expected a list of trace indexes")
+        wanted = [params.quantity(i, 1, name="indices") for i in indices]
+        traces = await self._traced(lambda: self._one(h, number, index))
+        return next((t for t in traces if t["traceAddress"] == wanted), None)
+
+    @rpc_method("trace_filter")
+    async def trace_filter(self, spec: Any) -> list[dict[str, Any]]:
+        """Traces of a block range (at most MAX_FILTER_BLOCKS) whose sender is in
+        `fromAddress` and whose receiver is in `toAddress` (an empty or missing list matches
+        every address; `mode: "union"` matches either, as Erigon allows), after skipping
+        `after` of them, at most `count`."""
+        flt = _TraceFilter.parse(spec, self.blocks)
+        if flt.last - flt.first + 1 > MAX_FILTER_BLOCKS:
+            raise RpcError(
+                LIMIT_EXCEEDED,
+                f"block range {flt.first}-{flt.last} too large: at most {MAX_FILTER_BLOCKS} "
+                "blocks per trace_filter; split the range",
+            )
+        return await self._traced(lambda: self._filtered(flt))
+
+    def _filtered(self, flt: _TraceFilter) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        skip = flt.after
+        for number in range(max(flt.first, 1), flt.last + 1):
+            stored = self.reader.block_by_number(number)
+            if stored is None or not stored.transactions:
+                continue
+            for traces in self._block_traces(number):
+                for trace in traces:
+                    if not flt.matches(trace):
+                        continue
+                    if skip:
+                        skip -= 1
+                        continue
+                    out.append(trace)
+                    if flt.count is not None and len(out) >= flt.count:
+                        return out
+        return out
+
+
+# trace_filter re-executes every block of its range that has transactions
+MAX_FILTER_BLOCKS = 1000
+
+
+@dataclass(frozen=True)
+class _TraceFilter:
+    first: int
+    last: int
+    senders: frozenset[str]
+    receivers: frozenset[str]
+    union: bool
+    after: int
+    count: int | None
+
+    @classmethod
+    def parse(cls, spec: Any, blocks: BlockResolver) -> _TraceFilter:
+        if not isinstance(spec, dict):
+            raise invalid_params("invalid argument 0: expected a filter object")
+        unknown = sorted(
+            set(spec)
+            - {"fromBlock", "toBlock", "fromAddress", "toAddress", "after", "count", "mode"}
+        )
+        if unknown:
+            raise invalid_params(f"invalid argument 0: unknown field {unknown[0]}")
+
+        def number(key: str) -> int:
+            found = blocks.number(params.block_ref(spec.get(key), 0, default="latest"))
+            if found is None:
+                raise RpcError(SERVER_ERROR, f"block {_describe(spec.get(key))} not found")
+            return found
+
+        def addresses(key: str) -> frozenset[str]:
+            listed = spec.get(key) or []
+            if not isinstance(listed, list):
+                raise invalid_params(f"invalid argument 0: {key} must be a list of addresses")
+            return frozenset(addr(params.address(a, 0, name=key)) for a in listed)
+
+        mode = spec.get("mode", "intersection")
+        if mode not in ("union", "intersection"):
+            raise invalid_params('invalid argument 0: mode must be "union" or "intersection"')
+        first, last = number("fromBlock"), number("toBlock")
+        if first > last:
+            raise invalid_params(f"invalid argument 0: fromBlock {first} is after toBlock {last}")
+        after = spec.get("after")
+        count = spec.get("count")
+        return cls(
+            first,
+            last,
+            addresses("fromAddress"),
+            addresses("toAddress"),
+            mode == "union",
+            params.quantity(after, 0, name="after") if after is not None else 0,
+            params.quantity(count, 0, name="count") if count is not None else None,
+        )
+
+    def matches(self, trace: dict[str, Any]) -> bool:
+        action = trace["action"]
+        result = trace.get("result") or {}
+        sender = action.get("from") or action.get("address")
+        receiver = action.get("to") or result.get("address") or action.get("refundAddress")
+        if self.union and self.senders and self.receivers:
+            return sender in self.senders or receiver in self.receivers
+        return (not self.senders or sender in self.senders) and (
+            not self.receivers or receiver in self.receivers
+        )
 
 
 _PLACE_KEYS = ("blockHash", "blockNumber", "transactionHash", "transactionPosition")

@@ -58,8 +58,6 @@ BLOCK_TIMESTAMP = {
 }
 # Exchanges that do not match, with the reason docs/conformance.md gives.
 DOCUMENTED = {
-    "eth_call/call-callenv": "eth_call runs in the next block's context (NUMBER = latest + 1)",
-    "eth_call/call-callenv-options-eip1559": "eth_call runs in the next block's context",
     "eth_sendRawTransaction/send-blob-tx": "no blob pool: type-3 transactions are refused",
 }
 

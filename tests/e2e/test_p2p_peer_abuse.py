@@ -23,6 +23,7 @@ from tests.support.chain import CHAIN_ID, transfer
 from tests.support.net import (
     LocalNet,
     enode,
+    log_count,
     log_has,
     metric,
     peer_count,
@@ -75,7 +76,10 @@ def test_sync_requests_past_the_budget_are_refused_honest_sync_unaffected(
                 assert hog.gone.wait(10)
                 rounds += 1
             assert log_has(seq, f"banned peer {hog.peer_id}"), rounds
-            assert metric(seq, "cairn_p2p_sync_refused_total") == rounds
+            # Every request past the budget is refused (lanes in flight when the first was
+            # refused are refused too); the peer is charged once per connection.
+            assert metric(seq, "cairn_p2p_sync_refused_total") >= rounds
+            assert log_count(seq, f"penalised peer {hog.peer_id}") == rounds
             # An honest newcomer syncs the chain from the same sequencer.
             full = net.start_fullnode("full")
             wait_same_head([seq, full], at_least=3, timeout=30)

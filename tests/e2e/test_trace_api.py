@@ -107,6 +107,86 @@ def test_trace_transaction_and_replays_agree_with_trace_block(chain: ExplorerCha
     assert unknown.value.message == f"transaction {missing} not found"
 
 
+def test_trace_get_picks_a_trace_by_its_address(chain: ExplorerChain) -> None:
+    tx_hash = chain.splits[0][0]
+    top, first, second = call(chain, "trace_transaction", tx_hash)
+    assert call(chain, "trace_get", tx_hash, []) == top
+    assert call(chain, "trace_get", tx_hash, ["0x0"]) == first
+    assert call(chain, "trace_get", tx_hash, ["0x1"]) == second
+    assert call(chain, "trace_get", tx_hash, ["0x2"]) is None
+    assert call(chain, "trace_get", tx_hash, ["0x0", "0x0"]) is None
+
+
+def test_trace_filter_by_range_address_and_page(chain: ExplorerChain) -> None:
+    everything = all_traces(chain)
+    whole = {"fromBlock": "0x0", "toBlock": hex(chain.head)}
+    assert call(chain, "trace_filter", whole) == everything
+    from_splitter = call(chain, "trace_filter", {**whole, "fromAddress": [chain.splitter]})
+    assert from_splitter == [t for t in everything if t["action"].get("from") == chain.splitter]
+    assert len(from_splitter) == 2 * len(chain.splits)
+    to_payee = call(chain, "trace_filter", {**whole, "toAddress": [PAYEES[0]]})
+    assert to_payee == [t for t in everything if t["action"].get("to") == PAYEES[0]]
+    # both lists: a trace must match both (OpenEthereum), or either with mode "union" (Erigon)
+    both = {**whole, "fromAddress": [chain.splitter], "toAddress": [PAYEES[1]]}
+    assert call(chain, "trace_filter", both) == [
+        t for t in from_splitter if t["action"]["to"] == PAYEES[1]
+    ]
+    union = call(chain, "trace_filter", {**both, "mode": "union"})
+    assert union == [
+        t
+        for t in everything
+        if t["action"].get("from") == chain.splitter or t["action"].get("to") == PAYEES[1]
+    ]
+    created = [t["result"]["address"] for t in everything if t["type"] == "create"]
+    assert call(chain, "trace_filter", {**whole, "toAddress": created[:1]})[0]["type"] == "create"
+    page = call(chain, "trace_filter", {**whole, "after": 3, "count": 4})
+    assert page == everything[3:7]
+    number = everything[-1]["blockNumber"]
+    one_block = call(chain, "trace_filter", {"fromBlock": hex(number), "toBlock": hex(number)})
+    assert one_block == call(chain, "trace_block", hex(number))
+
+    for bad, code in [
+        ({"fromBlock": hex(chain.head), "toBlock": "0x0"}, -32602),
+        ({**whole, "mode": "both"}, -32602),
+        ({**whole, "fromAddress": "0x12"}, -32602),
+        ({**whole, "topics": []}, -32602),
+    ]:
+        with pytest.raises(rpc.RpcFailure) as refused:
+            call(chain, "trace_filter", bad)
+        assert refused.value.code == code, bad
+
+
+def test_prestate_of_a_call_is_that_of_the_same_mined_transaction(chain: ExplorerChain) -> None:
+    """debug_traceCall with prestateTracer on the block before a mined split (automine: one
+    transaction per block; `cairn dev` runs calls in the next block's context) reads what the
+    mined transaction read; in diff mode the payees gain their halves and, at price 0, the
+    sender pays the value alone."""
+    tx_hash, value = chain.splits[1]
+    tx = call(chain, "eth_getTransactionByHash", tx_hash)
+    before = hex(int(tx["blockNumber"], 16) - 1)
+    request = {"from": tx["from"], "to": tx["to"], "input": tx["input"], "value": tx["value"]}
+    mined = call(chain, "debug_traceTransaction", tx_hash, {"tracer": "prestateTracer"})
+    traced = call(chain, "debug_traceCall", request, before, {"tracer": "prestateTracer"})
+    assert traced == mined
+    assert {tx["from"], chain.splitter, *PAYEES} <= set(traced)
+
+    diff = call(
+        chain,
+        "debug_traceCall",
+        request,
+        before,
+        {"tracer": "prestateTracer", "tracerConfig": {"diffMode": True}},
+    )
+    pre, post = diff["pre"], diff["post"]
+    halves = (value // 2, value - value // 2)
+    for payee, half in zip(PAYEES, halves, strict=True):
+        gained = int(post[payee]["balance"], 16) - int(pre.get(payee, {}).get("balance", "0x0"), 16)
+        assert gained == half
+    sender_pre, sender_post = pre[tx["from"]], post[tx["from"]]
+    assert int(sender_pre["balance"], 16) - int(sender_post["balance"], 16) == value
+    assert sender_post["nonce"] == sender_pre["nonce"] + 1
+
+
 def test_geth_flat_and_4byte_tracers(chain: ExplorerChain) -> None:
     tx_hash = chain.nested[0]
     flat = call(chain, "debug_traceTransaction", tx_hash, {"tracer": "flatCallTracer"})
@@ -148,3 +228,11 @@ def test_headers_and_modules(chain: ExplorerChain) -> None:
     modules = call(chain, "rpc_modules")
     assert {"eth", "net", "web3", "debug", "trace", "txpool", "rpc"} <= set(modules)
     assert set(modules.values()) == {"1.0"}
+
+
+def test_trace_filter_range_is_bounded(chain: ExplorerChain) -> None:
+    """Last in the module: it mines 1,000 empty blocks onto the shared chain."""
+    call(chain, "anvil_mine", hex(1000))
+    with pytest.raises(rpc.RpcFailure) as refused:
+        call(chain, "trace_filter", {"fromBlock": "0x0", "toBlock": "latest"})
+    assert refused.value.code == -32005 and "at most 1000 blocks" in refused.value.message

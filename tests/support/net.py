@@ -165,4 +165,19 @@ def log_has(node: NodeProcess, needle: str) -> bool:
     return needle in node.log_path.read_text(errors="replace")
 
 
-__all__ = ["LocalNet", "enode", "head", "log_has", "metric", "peer_count", "peer_id", "rpc"]
+def log_count(node: NodeProcess, needle: str) -> int:
+    """How many times `needle` occurs in the node's log."""
+    return node.log_path.read_text(errors="replace").count(needle)
+
+
+__all__ = [
+    "LocalNet",
+    "enode",
+    "head",
+    "log_count",
+    "log_has",
+    "metric",
+    "peer_count",
+    "peer_id",
+    "rpc",
+]
