@@ -34,6 +34,7 @@ from eth.vm.base import VM
 from eth.vm.computation import BaseComputation
 from eth.vm.forks.london.headers import calculate_expected_base_fee_per_gas
 from eth.vm.forks.london.transactions import LondonTransactionBuilder
+from eth.vm.forks.shanghai.withdrawals import Withdrawal
 from eth.vm.state import BaseState, BaseTransactionExecutor
 from eth_typing import Address
 from eth_utils import ValidationError, to_checksum_address
@@ -108,6 +109,8 @@ class SimBlockOverrides:
     prev_randao: bytes | None = None
     base_fee: int | None = None
     beacon_root: bytes | None = None
+    # (index, validator index, address, amount in gwei), applied after the block's calls
+    withdrawals: tuple[tuple[int, int, Address, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -509,8 +512,14 @@ class Simulator:
             applied.append(tx)
             receipts.append(receipt)
             senders.append(call.sender)
+        withdrawals = tuple(
+            Withdrawal(index, validator, address, amount)
+            for index, validator, address, amount in block.overrides.withdrawals
+        )
+        if withdrawals:
+            vm.apply_all_withdrawals(withdrawals)
         filled = vm.set_block_transactions_and_withdrawals(
-            vm.get_block(), header, applied, receipts, withdrawals=()
+            vm.get_block(), header, applied, receipts, withdrawals=withdrawals
         )
         mined, _ = vm.mine_block(vm.block_postprocessing(filled))
         return SimulatedBlock(mined, tuple(senders), tuple(receipts), tuple(results))

@@ -133,8 +133,6 @@ def _block_overrides(value: Any, where: str) -> SimBlockOverrides:
             f"{where}: {', '.join(unknown)} not supported in blockOverrides (number, time, "
             "gasLimit, feeRecipient, prevRandao, baseFeePerGas, beaconRoot are)"
         )
-    if keys.get("withdrawals"):
-        raise invalid_params(f"{where}: withdrawals are not supported in simulated blocks")
     return SimBlockOverrides(
         number=params.quantity(keys["number"], 0, name="number") if "number" in keys else None,
         time=params.quantity(keys["time"], 0, name="time") if "time" in keys else None,
@@ -149,7 +147,28 @@ def _block_overrides(value: Any, where: str) -> SimBlockOverrides:
         if "basefeepergas" in keys
         else None,
         beacon_root=params.hash32(keys["beaconroot"], 0) if "beaconroot" in keys else None,
+        withdrawals=_withdrawals(keys.get("withdrawals"), where),
     )
+
+
+def _withdrawals(value: Any, where: str) -> tuple[tuple[int, int, Address, int], ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise invalid_params(f"{where}: withdrawals must be an array")
+    out = []
+    for entry in value:
+        if not isinstance(entry, dict):
+            raise invalid_params(f"{where}: a withdrawal must be an object")
+        out.append(
+            (
+                params.quantity(entry.get("index", "0x0"), 0, name="withdrawal index"),
+                params.quantity(entry.get("validatorIndex", "0x0"), 0, name="validatorIndex"),
+                params.address(entry.get("address"), 0, name="withdrawal address"),
+                params.quantity(entry.get("amount", "0x0"), 0, name="withdrawal amount"),
+            )
+        )
+    return tuple(out)
 
 
 def _call(value: Any, where: str) -> SimCall:

@@ -528,3 +528,19 @@ def test_whole_simulation_is_bounded_by_evmtimeout_and_gas_cap(tmp_path: Any) ->
         }
     finally:
         capped.stop()
+
+
+def test_withdrawals_credit_their_address(world: World) -> None:
+    withdrawal = {"index": "0x0", "validatorIndex": "0x5", "address": NOBODY, "amount": "0x2"}
+    blocks = world.simulate(
+        {
+            "blockStateCalls": [
+                {"blockOverrides": {"withdrawals": [withdrawal]}},
+                # 2 gwei arrived in the block before: NOBODY can send 1 gwei now
+                {"calls": [{"from": NOBODY, "to": A1, "value": hex(10**9)}]},
+            ]
+        }
+    )
+    assert blocks[0]["withdrawals"] == [withdrawal]
+    assert blocks[0]["withdrawalsRoot"] != blocks[1]["withdrawalsRoot"]
+    assert blocks[1]["calls"][0]["status"] == "0x1"
