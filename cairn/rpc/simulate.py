@@ -131,7 +131,7 @@ def _block_overrides(value: Any, where: str) -> SimBlockOverrides:
     if unknown:
         raise invalid_params(
             f"{where}: {', '.join(unknown)} not supported in blockOverrides (number, time, "
-            "gasLimit, feeRecipient, prevRandao, baseFeePerGas, beaconRoot are)"
+            "gasLimit, feeRecipient, prevRandao, baseFeePerGas, beaconRoot, withdrawals are)"
         )
     return SimBlockOverrides(
         number=params.quantity(keys["number"], 0, name="number") if "number" in keys else None,
