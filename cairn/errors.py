@@ -53,6 +53,17 @@ class TransactionReverted(CairnError):
         super().__init__(message)
 
 
+class SimulationRejected(CairnError):
+    """eth_simulateV1 refused a request or one of its calls (geth's checks); `code` is the
+    one execution-apis gives the case (-38010 nonce too low, -38020 block numbers out of
+    order, ...)."""
+
+    def __init__(self, code: int, message: str) -> None:
+        self.code = code
+        self.message = message
+        super().__init__(message)
+
+
 class ExecutionFailed(CairnError):
     """An eth_call or estimate failed for a reason other than REVERT (out of gas, bad opcode)."""
 

@@ -28,6 +28,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from cairn.errors import CairnError
 from cairn.rpc.errors import (
     INTERNAL_ERROR,
     INVALID_PARAMS,
@@ -268,7 +269,9 @@ class Dispatcher:
             raise
         except Exception as exc:  # every failure becomes an error object, the node keeps serving
             error = from_exception(exc)
-            if error.code == INTERNAL_ERROR:
+            # A Cairn error answered -32603 is a verdict geth gives that code (an aborted
+            # eth_simulateV1), not a bug: no traceback, no request id to look it up by.
+            if error.code == INTERNAL_ERROR and not isinstance(exc, CairnError):
                 request = REQUEST_ID.get()
                 log.exception("internal error in %s (request %s)", method, request)
                 error = RpcError(error.code, f"{error.message} (request {request})", error.data)

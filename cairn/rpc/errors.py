@@ -10,6 +10,7 @@ from cairn.errors import (
     InvalidDevRequest,
     InvalidTransaction,
     NotFound,
+    SimulationRejected,
     TransactionReverted,
 )
 
@@ -51,6 +52,8 @@ def from_exception(exc: BaseException) -> RpcError:
         return RpcError(EXECUTION_REVERTED, exc.message, "0x" + exc.data.hex())
     if isinstance(exc, InvalidTransaction):
         return RpcError(SERVER_ERROR, exc.reason)
+    if isinstance(exc, SimulationRejected):
+        return RpcError(exc.code, exc.message)
     if isinstance(exc, InvalidDevRequest):
         return RpcError(INVALID_PARAMS, str(exc))
     if isinstance(exc, ExecutionFailed):

@@ -15,6 +15,7 @@ from cairn.rpc.feed import LiveFeed
 from cairn.rpc.filters import FilterLimits, FilterNamespace
 from cairn.rpc.proof import ProofNamespace
 from cairn.rpc.send import SendNamespace
+from cairn.rpc.simulate import SimulateNamespace
 from cairn.rpc.subscriptions import SubscriptionNamespace
 from cairn.rpc.trace_api import TraceNamespace
 from cairn.rpc.txpool_api import TxPoolNamespace
@@ -49,6 +50,7 @@ class RpcMethods:
             debug,
             TraceNamespace(backend, debug.tracer),
             ProofNamespace(backend),
+            SimulateNamespace(backend),
             RpcModules(lambda: self.table, config.http_api),
             *extra,
         )
