@@ -35,12 +35,12 @@ from cairn.chain.events import BlockCommitted
 from cairn.consensus.sequencer import BlockRequest, ProducerConfig, Sequencer
 from cairn.errors import InvalidDevRequest, InvalidTransaction
 from cairn.execution.devstate import (
-    AccountOverride,
     ImpersonatedTx,
     build_impersonated,
     impersonate,
     unwrap,
 )
+from cairn.execution.overrides import AccountOverride
 from cairn.storage.store import ChainStore
 from cairn.txpool.pool import TxPool
 

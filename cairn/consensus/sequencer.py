@@ -29,7 +29,7 @@ from cairn.chain.chain import Chain
 from cairn.chain.commit import make_commit
 from cairn.chain.events import BlockCommitted
 from cairn.execution.builder import BlockEnv, BlockResult
-from cairn.execution.devstate import AccountOverride
+from cairn.execution.overrides import AccountOverride
 from cairn.txpool.admission import DecodedTx
 from cairn.txpool.pool import TxPool
 

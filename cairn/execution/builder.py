@@ -32,15 +32,14 @@ from eth_utils import ValidationError
 from cairn.errors import InvalidBlock
 from cairn.execution.devstate import (
     NO_EXTRAS,
-    AccountOverride,
     DevExtras,
-    apply_overrides,
     impersonated_sender,
     unwrap,
     with_impersonation,
 )
 from cairn.execution.evmdb import StateOverlay
 from cairn.execution.forks import encode_header
+from cairn.execution.overrides import AccountOverride, apply_overrides
 from cairn.execution.reader import ChainReader
 from cairn.storage.store import BlockRecord
 

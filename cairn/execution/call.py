@@ -41,6 +41,7 @@ from eth_utils import ValidationError
 from cairn.errors import ExecutionFailed, ExecutionTimeout, TransactionReverted
 from cairn.execution.evmdb import EvmChainDB, StateOverlay
 from cairn.execution.forks import Fork
+from cairn.execution.overrides import AccountOverride, apply_overrides
 from cairn.execution.vmerrors import geth_vm_error
 
 ZERO_ADDRESS = Address(b"\x00" * 20)
@@ -167,18 +168,6 @@ class CallParams:
 
 
 @dataclass(frozen=True)
-class StateOverride:
-    """geth's OverrideAccount: `state` replaces the whole storage, `state_diff` sets slots."""
-
-    address: Address
-    balance: int | None = None
-    nonce: int | None = None
-    code: bytes | None = None
-    state: tuple[tuple[int, int], ...] | None = None
-    state_diff: tuple[tuple[int, int], ...] = ()
-
-
-@dataclass(frozen=True)
 class BlockOverrides:
     """geth's BlockOverrides: the execution context's block fields."""
 
@@ -192,24 +181,8 @@ class BlockOverrides:
 
 @dataclass(frozen=True)
 class CallOverrides:
-    state: tuple[StateOverride, ...] = ()
+    state: tuple[AccountOverride, ...] = ()
     block: BlockOverrides | None = None
-
-
-def apply_state_overrides(state: StateAPI, overrides: tuple[StateOverride, ...]) -> None:
-    for o in overrides:
-        if o.balance is not None:
-            state.set_balance(o.address, o.balance)
-        if o.nonce is not None:
-            state.set_nonce(o.address, o.nonce)
-        if o.code is not None:
-            state.set_code(o.address, o.code)
-        if o.state is not None:
-            state.delete_storage(o.address)
-            for slot, value in o.state:
-                state.set_storage(o.address, slot, value)
-        for slot, value in o.state_diff:
-            state.set_storage(o.address, slot, value)
 
 
 def _block_fields(block: BlockOverrides | None) -> dict[str, Any]:
@@ -343,7 +316,7 @@ class CallRunner:
         state_class = call_state_class(vm_class) if traced is None else traced.get_state_class()
         state: StateAPI = state_class(overlay.db, context, free_header.state_root)
         if overrides is not None:
-            apply_state_overrides(state, overrides.state)
+            apply_overrides(state, overrides.state)
         return state
 
     def _run(

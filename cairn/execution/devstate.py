@@ -3,8 +3,8 @@ before the first transaction (anvil_setBalance, anvil_setCode, ...), and transac
 from impersonated accounts, which carry no valid signature.
 
 Owns their byte encoding (stored beside the block, so re-executing the block reproduces it
-exactly) and their application to a py-evm state. Must never decide whether a chain may use
-them: only a dev producer puts them into a block.
+exactly; the overrides are `cairn.execution.overrides`', never replacing storage). Must never
+decide whether a chain may use them: only a dev producer puts them into a block.
 """
 
 from __future__ import annotations
@@ -14,23 +14,13 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import msgpack
-from eth.abc import SignedTransactionAPI, StateAPI
+from eth.abc import SignedTransactionAPI
 from eth.vm.spoof import SpoofTransaction
 from eth_typing import Address
 
 from cairn.errors import InvalidBlock
 from cairn.execution.forks import Fork
-
-
-@dataclass(frozen=True)
-class AccountOverride:
-    """New values for one account; None (or no storage entries) leaves a field as it is."""
-
-    address: Address
-    balance: int | None = None
-    nonce: int | None = None
-    code: bytes | None = None
-    storage: tuple[tuple[int, int], ...] = ()
+from cairn.execution.overrides import AccountOverride
 
 
 @dataclass(frozen=True)
@@ -89,19 +79,6 @@ class DevExtras:
 
 
 NO_EXTRAS = DevExtras()
-
-
-def apply_overrides(state: StateAPI, overrides: Iterable[AccountOverride]) -> None:
-    """Write `overrides` into `state`, in order (a later one wins on the same field)."""
-    for o in overrides:
-        if o.balance is not None:
-            state.set_balance(o.address, o.balance)
-        if o.nonce is not None:
-            state.set_nonce(o.address, o.nonce)
-        if o.code is not None:
-            state.set_code(o.address, o.code)
-        for slot, value in o.storage:
-            state.set_storage(o.address, slot, value)
 
 
 def impersonate(tx: SignedTransactionAPI, sender: Address) -> SignedTransactionAPI:

@@ -42,8 +42,6 @@ from eth_utils import ValidationError, to_checksum_address
 from cairn.errors import ExecutionTimeout, SimulationRejected
 from cairn.execution.call import (
     DeadlineComputation,
-    StateOverride,
-    apply_state_overrides,
     deadline_opcodes,
     execution_deadline,
     revert_message,
@@ -51,6 +49,7 @@ from cairn.execution.call import (
 from cairn.execution.devstate import impersonate
 from cairn.execution.evmdb import EvmChainDB, HeaderSource, StateOverlay
 from cairn.execution.forks import Fork
+from cairn.execution.overrides import AccountOverride, apply_overrides
 from cairn.execution.vmerrors import geth_vm_error
 
 MAX_BLOCKS = 256  # geth's maxSimulateBlocks
@@ -116,7 +115,7 @@ class SimBlockOverrides:
 @dataclass(frozen=True)
 class SimBlock:
     overrides: SimBlockOverrides = SimBlockOverrides()
-    state: tuple[StateOverride, ...] = ()
+    state: tuple[AccountOverride, ...] = ()
     calls: tuple[SimCall, ...] = ()
     # geth's movePrecompileToAddress: (precompile, new address), for this block only
     moves: tuple[tuple[Address, Address], ...] = ()
@@ -484,7 +483,7 @@ class Simulator:
             consensus_context=ConsensusContext(self._overlay.db),
         )
         if block.state:
-            apply_state_overrides(vm.state, block.state)
+            apply_overrides(vm.state, block.state)
         vm.block_preprocessing(vm.get_block())
         header = vm.get_header()
         applied: list[SignedTransactionAPI] = []

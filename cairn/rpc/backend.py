@@ -18,7 +18,8 @@ from cairn.chain.chain import Chain
 from cairn.chain.events import BlockCommitted, ChainEvents
 from cairn.execution.call import CallParams, CallRunner
 from cairn.execution.callworker import CallWorkers
-from cairn.execution.devstate import AccountOverride, ImpersonatedTx
+from cairn.execution.devstate import ImpersonatedTx
+from cairn.execution.overrides import AccountOverride
 from cairn.memory import MemoryBudget
 from cairn.rpc.logs import LogIndex
 from cairn.txpool.pool import TxPool

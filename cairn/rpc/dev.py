@@ -23,7 +23,8 @@ from eth_account import Account
 from eth_account.messages import encode_defunct
 from eth_typing import Address
 
-from cairn.execution.devstate import AccountOverride, ImpersonatedTx
+from cairn.execution.devstate import ImpersonatedTx
+from cairn.execution.overrides import AccountOverride
 from cairn.execution.reader import StoredBlock
 from cairn.rpc import params
 from cairn.rpc.backend import Backend, DevControl

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from cairn.execution.call import BlockOverrides, CallOverrides, StateOverride
+from cairn.execution.call import BlockOverrides, CallOverrides
+from cairn.execution.overrides import AccountOverride
 from cairn.rpc import params
 from cairn.rpc.errors import invalid_params
 
@@ -38,7 +39,7 @@ def _slots(value: Any, index: int, where: str) -> tuple[tuple[int, int], ...]:
     )
 
 
-def _state(value: Any, index: int) -> tuple[StateOverride, ...]:
+def _state(value: Any, index: int) -> tuple[AccountOverride, ...]:
     if not isinstance(value, dict):
         raise invalid_params(f"invalid argument {index}: expected an object of address -> account")
     out = []
@@ -57,8 +58,10 @@ def _state(value: Any, index: int) -> tuple[StateOverride, ...]:
             raise invalid_params(
                 f"invalid argument {index}: account {key} has both 'state' and 'stateDiff'"
             )
+        replaced = keys.get("state")
+        slots = replaced if replaced is not None else keys.get("statediff")
         out.append(
-            StateOverride(
+            AccountOverride(
                 address=who,
                 balance=params.quantity(keys["balance"], index)
                 if keys.get("balance") is not None
@@ -67,12 +70,10 @@ def _state(value: Any, index: int) -> tuple[StateOverride, ...]:
                 if keys.get("nonce") is not None
                 else None,
                 code=params.data(keys["code"], index) if keys.get("code") is not None else None,
-                state=_slots(keys["state"], index, "state")
-                if keys.get("state") is not None
-                else None,
-                state_diff=_slots(keys["statediff"], index, "stateDiff")
-                if keys.get("statediff") is not None
+                storage=_slots(slots, index, "state" if replaced is not None else "stateDiff")
+                if slots is not None
                 else (),
+                replace_storage=replaced is not None,
             )
         )
     return tuple(out)

@@ -16,7 +16,7 @@ import pytest
 from eth_typing import Address
 
 from cairn.errors import InvalidDevRequest
-from cairn.execution.devstate import AccountOverride
+from cairn.execution.overrides import AccountOverride
 from cairn.p2p.stack import GOSSIP_HEARTBEAT_SECONDS
 from tests.support.chain import ADDRESSES, transfer
 from tests.support.harness import InProcessNet

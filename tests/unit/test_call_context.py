@@ -12,7 +12,8 @@ from eth_typing import Address
 
 from cairn.chain.chain import Chain
 from cairn.errors import ExecutionFailed
-from cairn.execution.call import CallOverrides, CallParams, CallRunner, StateOverride
+from cairn.execution.call import CallOverrides, CallParams, CallRunner
+from cairn.execution.overrides import AccountOverride
 from tests.support.chain import ADDRESSES, mine, open_chain, transfer
 
 # Creation code returning NUMBER, GASPRICE, BASEFEE, TIMESTAMP as four words (a call with no
@@ -90,7 +91,7 @@ def test_a_priced_estimate_searches_within_the_senders_funds(chain: Chain) -> No
     assert runner.estimate_gas(head, rich) == 21_000
     # funds for 20,000 gas only: geth's "gas required exceeds allowance"
     poor = Address(b"\x43" * 20)
-    overrides = CallOverrides(state=(StateOverride(poor, balance=20_000 * base),))
+    overrides = CallOverrides(state=(AccountOverride(poor, balance=20_000 * base),))
     short = CallParams(sender=poor, to=ADDRESSES[1], gas_price=base, overrides=overrides)
     with pytest.raises(ExecutionFailed, match=r"^gas required exceeds allowance \(20000\)$"):
         runner.estimate_gas(head, short)

@@ -15,11 +15,11 @@ from cairn.errors import InvalidBlock
 from cairn.execution.builder import BlockEnv, BlockResult
 from cairn.execution.call import CallRunner
 from cairn.execution.devstate import (
-    AccountOverride,
     DevExtras,
     ImpersonatedTx,
     build_impersonated,
 )
+from cairn.execution.overrides import AccountOverride
 from cairn.execution.trace import CallFrame, TraceOptions, Tracer
 from cairn.storage import schema
 from tests.support.chain import PRODUCER, mine, open_chain, transfer

@@ -16,7 +16,7 @@ from cairn.chain.apply import BlockApplier
 from cairn.chain.chain import Chain
 from cairn.chain.events import BlockCommitted, ChainEvents
 from cairn.consensus.sequencer import BlockRequest, ProducerConfig, Sequencer
-from cairn.execution.devstate import AccountOverride
+from cairn.execution.overrides import AccountOverride
 from cairn.txpool.pool import TxPool
 from tests.support.chain import ADDRESSES, PRODUCER, open_chain, transfer
 from tests.support.wait import wait_until_async
