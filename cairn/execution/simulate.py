@@ -41,6 +41,7 @@ from eth_utils import ValidationError, to_checksum_address
 
 from cairn.errors import ExecutionTimeout, SimulationRejected
 from cairn.execution.call import (
+    BlockOverrides,
     DeadlineComputation,
     deadline_opcodes,
     execution_deadline,
@@ -100,13 +101,9 @@ class SimCall:
 
 
 @dataclass(frozen=True)
-class SimBlockOverrides:
-    number: int | None = None
-    time: int | None = None
-    gas_limit: int | None = None
-    fee_recipient: Address | None = None
-    prev_randao: bytes | None = None
-    base_fee: int | None = None
+class SimBlockOverrides(BlockOverrides):
+    """eth_call's block fields, and what only a simulated block may also set."""
+
     beacon_root: bytes | None = None
     # (index, validator index, address, amount in gwei), applied after the block's calls
     withdrawals: tuple[tuple[int, int, Address, int], ...] = ()

@@ -137,20 +137,26 @@ def drip_from_page(url: str, address: str, profile: Path) -> str:
     not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)),
     reason="chromium and chromium-driver are installed by scripts/system-deps.sh",
 )
-def test_faucet_drips_refuses_and_remembers(tmp_path: Path) -> None:
+def faucet_node(tmp_path: Path, cooldown: str) -> tuple[NodeProcess, str, str, int]:
+    """A dev node with a faucet of 1 ETH drips behind a trusted proxy (127.0.0.1): the node,
+    the faucet's address, its base URL and port."""
     key = PrivateKey(os.urandom(32))
     faucet = to_checksum_address(key.public_key.to_canonical_address())
     (tmp_path / "pw").write_text("faucet password\n")
     keystore = save_keystore(tmp_path / "keys", key, "faucet password")
     port = free_port()
-    base = f"http://127.0.0.1:{port}"
     node = NodeProcess(
         tmp_path / "dev",
         "dev",
         "--faucet", "--faucet.port", str(port), "--faucet.amount", "1",
-        "--faucet.cooldown", "1h", "--faucet.keystore", str(keystore),
+        "--faucet.cooldown", cooldown, "--faucet.keystore", str(keystore),
         "--faucet.password", str(tmp_path / "pw"), "--rpc.trusted-proxies", "127.0.0.1",
     )  # fmt: skip
+    return node, faucet, f"http://127.0.0.1:{port}", port
+
+
+def test_faucet_drips_refuses_and_remembers(tmp_path: Path) -> None:
+    node, faucet, base, port = faucet_node(tmp_path, "1h")
     alice, bob, carol, dave, erin = (to_checksum_address(os.urandom(20)) for _ in range(5))
     node.start()
     try:
@@ -274,19 +280,7 @@ def test_faucet_on_full_node_and_metrics_listener(tmp_path: Path) -> None:
 def test_faucet_forgets_cooldowns_that_are_over_while_running(tmp_path: Path) -> None:
     """Drips are remembered in LevelDB for their cooldown only: a running faucet forgets
     them once per cooldown, not only at start."""
-    key = PrivateKey(os.urandom(32))
-    faucet = to_checksum_address(key.public_key.to_canonical_address())
-    (tmp_path / "pw").write_text("faucet password\n")
-    keystore = save_keystore(tmp_path / "keys", key, "faucet password")
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    node = NodeProcess(
-        tmp_path / "dev",
-        "dev",
-        "--faucet", "--faucet.port", str(port), "--faucet.amount", "1",
-        "--faucet.cooldown", "2s", "--faucet.keystore", str(keystore),
-        "--faucet.password", str(tmp_path / "pw"), "--rpc.trusted-proxies", "127.0.0.1",
-    )  # fmt: skip
+    node, faucet, base, _ = faucet_node(tmp_path, "2s")
     node.start()
     try:
         node.call("eth_sendRawTransaction", "0x" + transfer(0, 0, to=faucet, value=3 * ETH).hex())
