@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import multiaddr
 import trio
 from libp2p import new_host
-from libp2p.abc import INetConn, INetStream, INetwork, INotifee
+from libp2p.abc import INetStream
 from libp2p.crypto.ed25519 import create_new_key_pair as ed25519_key_pair
 from libp2p.crypto.x25519 import create_new_key_pair as x25519_key_pair
 from libp2p.custom_types import TProtocol
@@ -32,6 +32,7 @@ from libp2p.tools.anyio_service import background_trio_service
 from libp2p.utils.varint import encode_varint_prefixed, read_varint_prefixed_bytes_limited
 
 from cairn.p2p import messages as m
+from tests.support.p2pwatch import DisconnectWatch
 
 
 @dataclass
@@ -41,29 +42,6 @@ class ByzantineReport:
     cut_off: bool = False
     reconnect_refused: bool = False
     log: list[str] = field(default_factory=list)
-
-
-class _Watch(INotifee):
-    def __init__(self) -> None:
-        self.gone = trio.Event()
-
-    async def opened_stream(self, network: INetwork, stream: INetStream) -> None:
-        pass
-
-    async def closed_stream(self, network: INetwork, stream: INetStream) -> None:
-        pass
-
-    async def connected(self, network: INetwork, conn: INetConn) -> None:
-        pass
-
-    async def disconnected(self, network: INetwork, conn: INetConn) -> None:
-        self.gone.set()
-
-    async def listen(self, network: INetwork, multiaddr: multiaddr.Multiaddr) -> None:
-        pass
-
-    async def listen_close(self, network: INetwork, multiaddr: multiaddr.Multiaddr) -> None:
-        pass
 
 
 def run_byzantine(
@@ -124,7 +102,7 @@ async def _scenario(
 
     host.set_stream_handler(TProtocol(m.STATUS_PROTOCOL), serve_status)
     host.set_stream_handler(TProtocol(m.sync_protocol(chain_id)), serve_sync)
-    watch = _Watch()
+    watch = DisconnectWatch()
     host.get_network().register_notifee(watch)
     topic = m.topic_names(chain_id)["blocks"]
     info = info_from_p2p_addr(multiaddr.Multiaddr(target))
@@ -151,7 +129,7 @@ async def _scenario(
             report.log.append("the target never disconnected us")
             return
         # Try again: a banned peer is hung up on as soon as it connects.
-        watch.gone = trio.Event()
+        watch.renew()
         with trio.fail_after(30):
             try:
                 await host.connect(info)
@@ -223,7 +201,7 @@ async def _garbage_scenario(
 
     host.set_stream_handler(TProtocol(m.STATUS_PROTOCOL), serve_status)
     host.set_stream_handler(TProtocol(m.sync_protocol(chain_id)), serve_sync)
-    watch = _Watch()
+    watch = DisconnectWatch()
     host.get_network().register_notifee(watch)
     info = info_from_p2p_addr(multiaddr.Multiaddr(target))
     async with host.run([listen]):

@@ -20,7 +20,7 @@ import multiaddr
 import trio
 import trio.lowlevel
 from libp2p import new_host
-from libp2p.abc import INetConn, INetStream, INetwork, INotifee
+from libp2p.abc import INetStream
 from libp2p.crypto.ed25519 import create_new_key_pair as ed25519_key_pair
 from libp2p.crypto.x25519 import create_new_key_pair as x25519_key_pair
 from libp2p.custom_types import TProtocol
@@ -37,6 +37,7 @@ from libp2p.tools.anyio_service import background_trio_service
 from libp2p.utils.varint import encode_varint_prefixed, read_varint_prefixed_bytes_limited
 
 from cairn.p2p import messages as m
+from tests.support.p2pwatch import DisconnectWatch
 
 T = TypeVar("T")
 # The answer to a range request; None: never answer (hold the stream open).
@@ -45,30 +46,6 @@ RangeAnswer = Callable[[m.SyncRequest], bytes | None]
 
 def empty_range(_request: m.SyncRequest) -> bytes:
     return m.encode_blocks([])
-
-
-class _Watch(INotifee):
-    def __init__(self, rogue: RoguePeer) -> None:
-        self._rogue = rogue
-
-    async def opened_stream(self, network: INetwork, stream: INetStream) -> None:
-        pass
-
-    async def closed_stream(self, network: INetwork, stream: INetStream) -> None:
-        pass
-
-    async def connected(self, network: INetwork, conn: INetConn) -> None:
-        pass
-
-    async def disconnected(self, network: INetwork, conn: INetConn) -> None:
-        self._rogue.disconnects += 1
-        self._rogue.gone.set()
-
-    async def listen(self, network: INetwork, multiaddr: multiaddr.Multiaddr) -> None:
-        pass
-
-    async def listen_close(self, network: INetwork, multiaddr: multiaddr.Multiaddr) -> None:
-        pass
 
 
 class RoguePeer:
@@ -151,7 +128,7 @@ class RoguePeer:
         host = self.host
         host.set_stream_handler(TProtocol(m.STATUS_PROTOCOL), self._serve_status)
         host.set_stream_handler(TProtocol(m.sync_protocol(self.chain_id)), self._serve_sync)
-        host.get_network().register_notifee(_Watch(self))
+        host.get_network().register_notifee(DisconnectWatch(self._hung_up))
         async with host.run([self._listen]):
             # py-libp2p's auto-connector would redial whoever hung up on us: the test dials.
             connector = getattr(host.get_network(), "auto_connector", None)
@@ -184,6 +161,10 @@ class RoguePeer:
         with trio.move_on_after(5):
             for peer in list(self.host.get_network().connections):
                 await self.host.disconnect(peer)
+
+    def _hung_up(self) -> None:
+        self.disconnects += 1
+        self.gone.set()
 
     def call(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
         """Run `fn(*args)` on the rogue's trio thread; its result."""
