@@ -95,7 +95,7 @@ class DebugNamespace:
             return TxPlace(tx_hash=tx_hash), 0
         number, index = location
         place = TxPlace(stored.header.hash, number, tx_hash, index)
-        return place, intrinsic_gas(stored.transactions[index])
+        return place, intrinsic_gas(stored.transactions[index], self.reader.fork.vm_class)
 
     @rpc_method("debug_traceBlockByNumber")
     async def trace_block_by_number(self, block: Any, config: Any = None) -> list[dict[str, Any]]:

@@ -15,7 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from eth._utils.numeric import ceil32
 from eth.abc import SignedTransactionAPI
+from eth.vm.base import VM
+from eth.vm.forks.shanghai.constants import INITCODE_WORD_COST
 
 from cairn.execution.trace import CallFrame, TraceOptions, Tracer, TraceTooLarge
 from cairn.rpc import params
@@ -152,8 +155,15 @@ def four_bytes(top: CallFrame) -> dict[str, int]:
     return counts
 
 
-def intrinsic_gas(tx: SignedTransactionAPI) -> int:
-    return int(tx.intrinsic_gas)
+def intrinsic_gas(tx: SignedTransactionAPI, vm_class: type[VM]) -> int:
+    """geth's intrinsic gas of `tx`, which the top trace leaves out. Since Shanghai it holds
+    EIP-3860's 2 gas per word of a creation's init code; py-evm charges that inside the
+    creation's frame instead, so it is moved here."""
+    gas = int(tx.intrinsic_gas)
+    computation = vm_class.get_state_class().computation_class
+    if not tx.to and hasattr(computation, "consume_initcode_gas_cost"):
+        gas += INITCODE_WORD_COST * ceil32(len(tx.data)) // 32
+    return gas
 
 
 class TraceNamespace:
@@ -197,7 +207,11 @@ class TraceNamespace:
             assert isinstance(frame, CallFrame)
             place = TxPlace(header.hash, number, trace.tx_hash, index)
             tx = stored.transactions[index]
-            out.append(flat_traces(frame, place, intrinsic_gas=intrinsic_gas(tx)))
+            out.append(
+                flat_traces(
+                    frame, place, intrinsic_gas=intrinsic_gas(tx, self.reader.fork.vm_class)
+                )
+            )
         return out
 
     @rpc_method("trace_block")
@@ -218,7 +232,11 @@ class TraceNamespace:
         frame = self.tracer.trace_transaction(tx_hash, CALLS)
         assert isinstance(frame, CallFrame)
         place = TxPlace(stored.header.hash, number, tx_hash, index)
-        return flat_traces(frame, place, intrinsic_gas=intrinsic_gas(stored.transactions[index]))
+        return flat_traces(
+            frame,
+            place,
+            intrinsic_gas=intrinsic_gas(stored.transactions[index], self.reader.fork.vm_class),
+        )
 
     @rpc_method("trace_replayBlockTransactions")
     async def replay_block_transactions(self, block: Any, kinds: Any = None) -> list[Any]:

@@ -275,6 +275,16 @@ def test_same_answers_as_anvil(nodes: tuple[Side, Side]) -> None:
     s.call("parity trace nested", "trace_transaction", [nested])
     s.call("parity trace block", "trace_block", lambda side: [head(side)])
     s.call(
+        "parity trace filter",
+        "trace_filter",
+        lambda side: [{"fromBlock": "0x1", "toBlock": head(side)}],
+    )
+    s.call(
+        "parity trace filter by sender",
+        "trace_filter",
+        lambda side: [{"fromBlock": "0x1", "toBlock": head(side), "fromAddress": [probe_address]}],
+    )
+    s.call(
         "replay nested",
         "trace_replayTransaction",
         [nested, ["trace"]],
