@@ -64,9 +64,14 @@ class Penalty:
 
 class PeerScores:
     def __init__(
-        self, clock: Callable[[], float] = time.monotonic, limit: int = MAX_TRACKED_PEERS
+        self,
+        clock: Callable[[], float] = time.monotonic,
+        limit: int = MAX_TRACKED_PEERS,
+        on_ban: Callable[[], None] | None = None,
     ) -> None:
+        """`on_ban` is called after a new ban (of a peer id or an IP) is recorded."""
         self._clock = clock
+        self._on_ban = on_ban
         # Evicted first: the least penalised score (it would have healed anyway); a ban
         # is kept apart and evicted soonest-expiring first.
         self._scores: BoundedMap[str, PeerScore] = BoundedMap(limit, rank=lambda _k, s: -s.score)
@@ -115,7 +120,30 @@ class PeerScores:
             if not self.is_ip_banned(ip):
                 ip_banned = ip
             self._ip_banned_until[ip] = now + BAN_SECONDS
+        if (banned or ip_banned) and self._on_ban is not None:
+            self._on_ban()
         return Penalty(peer, kind, entry.score, banned, ip_banned)
+
+    def running_bans(self, wall_now: float) -> dict[str, dict[str, float]]:
+        """The bans still running, by kind ("peers", "ips"), as wall-clock end times."""
+        now = self._clock()
+        return {
+            "peers": {p: wall_now + self._banned_until[p] - now for p in self.banned()},
+            "ips": {ip: wall_now + self._ip_banned_until[ip] - now for ip in self.banned_ips()},
+        }
+
+    def restore_bans(self, saved: dict[str, dict[str, float]], wall_now: float) -> int:
+        """Take back bans `running_bans` gave (after a restart): those not over yet, none
+        longer than a ban lasts. How many were restored."""
+        now = self._clock()
+        restored = 0
+        for kind, table in (("peers", self._banned_until), ("ips", self._ip_banned_until)):
+            for key, until in saved.get(kind, {}).items():
+                left = min(until - wall_now, BAN_SECONDS)
+                if left > 0:
+                    table[key] = now + left
+                    restored += 1
+        return restored
 
     def _count_ban_from(self, ip: str, peer: str, now: float) -> int:
         ids = self._banned_ids_by_ip.get(ip) or {}

@@ -35,6 +35,7 @@ from cairn.p2p.api import (
     P2PStatus,
     PeerSummary,
 )
+from cairn.p2p.banlist import BANS_FILE, load_bans, save_bans
 from cairn.p2p.bridge import BridgeClosed, TrioThread
 from cairn.p2p.metrics import P2PMetrics
 from cairn.p2p.network import Network
@@ -79,13 +80,24 @@ class P2PService:
         self._on_failed = on_failed or _stop_own_process
         self._policy = restart_policy
         self.metrics = P2PMetrics(registry)
-        self.scores = PeerScores()  # kept across restarts: a ban outlives a crash
+        # Kept across p2p restarts, and in the datadir across process restarts: a ban
+        # outlives a crash.
+        self.scores = PeerScores(on_ban=self._save_bans)
+        restored = self.scores.restore_bans(load_bans(config.datadir), time.time())
+        if restored:
+            log.info("restored %d running bans from %s", restored, config.datadir / BANS_FILE)
         self.thread = TrioThread()
         self.network = Network(config, chain, handlers, self.thread, self.metrics, self.scores)
         self._state = P2PState("stopped", time.time())
         self._stopping = False
         self._crashes: list[float] = []
         self._restart_task: asyncio.Task[None] | None = None
+
+    def _save_bans(self) -> None:
+        try:
+            save_bans(self.config.datadir, self.scores.running_bans(time.time()))
+        except OSError as exc:
+            log.warning("could not save the bans to %s: %s", self.config.datadir, exc)
 
     @property
     def peer_id(self) -> str:

@@ -22,6 +22,7 @@ import functools
 import json
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -29,6 +30,7 @@ import trio
 from cairn.p2p import messages as m
 from tests.support.chain import CHAIN_ID, transfer
 from tests.support.net import LocalNet, enode, head, log_has, metric, peer_count, wait_receipt
+from tests.support.proc import NodeProcess
 from tests.support.rogue import RangeAnswer, RoguePeer, empty_range
 from tests.support.wait import wait_until
 
@@ -107,3 +109,19 @@ def test_lying_range_servers_are_skipped_penalised_and_banned(tmp_path: Path) ->
         mined = wait_receipt(seq, str(seq.call("eth_sendRawTransaction", raw)))
         assert wait_receipt(follower, str(mined["transactionHash"]), timeout=15) == mined
         wait_until(lambda: follower.call("eth_syncing") is False, timeout=10, message="synced")
+        # The bans outlive a restart: they are in the datadir (p2p/bans.json).
+        follower.stop()
+        follower.start()
+        assert log_has(follower, "restored 4 running bans")
+        assert _p2p_status(follower)["bannedIps"] == ["127.0.0.1"]
+        assert len(_p2p_status(follower)["banned"]) == 3
+        with RoguePeer(CHAIN_ID, genesis_hash) as newcomer, pytest.raises(trio.TooSlowError):
+            newcomer.connect(enode(follower), timeout=10)
+        assert log_has(follower, f"refused peer {newcomer.peer_id}: its IP 127.0.0.1")
+        wait_until(lambda: peer_count(follower) == 1, timeout=30, message="the bootnode back")
+
+
+def _p2p_status(node: NodeProcess) -> dict[str, Any]:
+    with urllib.request.urlopen(node.url + "/status", timeout=5) as response:
+        p2p: dict[str, Any] = json.loads(response.read())["p2p"]
+    return p2p
