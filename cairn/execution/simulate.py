@@ -562,35 +562,28 @@ class Simulator:
                 r=0,
                 s=0,
             )
-        elif call.gas_price is not None:
-            tx = builder.new_access_list_transaction(
-                chain_id=chain_id,
-                nonce=nonce,
-                gas_price=call.gas_price,
-                gas=capped,
-                to=to,
-                value=call.value,
-                data=call.data,
-                access_list=access,
-                y_parity=0,
-                r=0,
-                s=0,
-            )
         else:
-            tx = builder.new_dynamic_fee_transaction(
-                chain_id=chain_id,
-                nonce=nonce,
-                max_priority_fee_per_gas=call.max_priority_fee_per_gas or 0,
-                max_fee_per_gas=call.max_fee_per_gas or 0,
-                gas=capped,
-                to=to,
-                value=call.value,
-                data=call.data,
-                access_list=access,
-                y_parity=0,
-                r=0,
-                s=0,
-            )
+            # a typed transaction: with an access list at gasPrice (type 1), or EIP-1559 fees
+            typed: dict[str, Any] = {
+                "chain_id": chain_id,
+                "nonce": nonce,
+                "gas": capped,
+                "to": to,
+                "value": call.value,
+                "data": call.data,
+                "access_list": access,
+                "y_parity": 0,
+                "r": 0,
+                "s": 0,
+            }
+            if call.gas_price is not None:
+                tx = builder.new_access_list_transaction(gas_price=call.gas_price, **typed)
+            else:
+                tx = builder.new_dynamic_fee_transaction(
+                    max_priority_fee_per_gas=call.max_priority_fee_per_gas or 0,
+                    max_fee_per_gas=call.max_fee_per_gas or 0,
+                    **typed,
+                )
         # The builder's typed constructors make London's class; the fork's block wants its own.
         return builder.decode(tx.encode()), capped < gas
 
